@@ -8,10 +8,9 @@ data module's test split and logs to TensorBoard under ``--trainer.default_root_
 
 from __future__ import annotations
 
-from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser
 
-from train import InterpeditCLI
+from train import InterpeditCLI, build_cli
 
 
 class EvalCLI(InterpeditCLI):
@@ -23,16 +22,7 @@ class EvalCLI(InterpeditCLI):
 
 def cli_main(args: ArgsType = None) -> EvalCLI:
     """Entry point; ``args`` lets tests drive the CLI without touching ``sys.argv``."""
-    cli = EvalCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=False,
-    )
+    cli = build_cli(EvalCLI, args, run=False)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     return cli
 

@@ -32,9 +32,9 @@ class InterpeditCLI(LightningCLI):
         return trainer
 
 
-def cli_main(args: ArgsType = None, run: bool = True) -> InterpeditCLI:
-    """Entry point; ``args`` lets tests and notebooks drive the CLI without touching ``sys.argv``."""
-    return InterpeditCLI(
+def build_cli(cli_class: type[InterpeditCLI], args: ArgsType, run: bool) -> InterpeditCLI:
+    """Any LightningModule and LightningDataModule, chosen by ``class_path`` in the config."""
+    return cli_class(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -44,6 +44,11 @@ def cli_main(args: ArgsType = None, run: bool = True) -> InterpeditCLI:
         args=args,
         run=run,
     )
+
+
+def cli_main(args: ArgsType = None, run: bool = True) -> InterpeditCLI:
+    """Entry point; ``args`` lets tests and notebooks drive the CLI without touching ``sys.argv``."""
+    return build_cli(InterpeditCLI, args, run)
 
 
 if __name__ == "__main__":

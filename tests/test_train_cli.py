@@ -15,6 +15,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from eval import cli_main as eval_main
 from train import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +77,15 @@ def test_fit_logs_to_tensorboard_saves_config_checkpoint_and_export(tmp_path, mo
     reloaded = ShapesCLIP.load(str(export))
     trained = cli.model.model
     for (name, a), (_, b) in zip(trained.state_dict().items(), reloaded.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=name)
+
+    # eval.py: the same config, the test split, the saved weights.
+    evaluated = eval_main(["--config", EXPERIMENT, "--config", TINY, "--ckpt_path", str(root / "checkpoints/last.ckpt"),
+                           "--trainer.default_root_dir", str(tmp_path / "eval")])
+    test_metrics = evaluated.trainer.callback_metrics
+    assert 0.0 <= float(test_metrics["test/retrieval_image_to_text_top1_of16"]) <= 1.0
+    assert "test/retrieval_image_to_text_top1_of16" in scalar_tags(tmp_path / "eval")
+    for (name, a), (_, b) in zip(trained.state_dict().items(), evaluated.model.model.state_dict().items()):
         torch.testing.assert_close(a, b, msg=name)
 
 
