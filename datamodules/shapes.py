@@ -12,22 +12,24 @@ Export a benchmark (PIE-Bench layout, see ``interpedit.shapes.export``)::
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
+from interpedit.data.distributed_index_sampler import DistributedIndexSampler, current_replica
 from interpedit.data.regions import boxes_from_masks, pad_regions, sample_regions_by_area
 from interpedit.shapes.attributes import BACKGROUND_KINDS, COLOURS, SHAPES, SIZES
 from interpedit.shapes.edits import EDIT_TYPES
 from interpedit.shapes.export import EXPORT_RESOLUTIONS, export_benchmark, validate_export_arguments
 from interpedit.shapes.render import render
 from interpedit.shapes.scene import SceneConfig, sample_scene
+
+SceneSampler = DistributedIndexSampler
+"""The shapes splits' sampler: ``DistributedIndexSampler`` under its earlier name."""
 
 SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 """First SeedSequence word of each split's scenes."""
@@ -143,96 +145,6 @@ class ShapesDataset(Dataset):
         }
 
 
-class SceneSampler(DistributedSampler):
-    """Scene indices of one epoch, sharded over ranks.
-
-    A ``DistributedSampler`` subclass, so Lightning keeps it instead of wrapping it; Lightning calls ``set_epoch``
-    every epoch. The epoch's order is a permutation seeded by ``(seed, epoch)`` when ``shuffle``, else ``0..N-1``;
-    with ``endless`` epoch ``e`` uses scenes ``e * N + order`` (never-seen scenes every epoch). Rank ``r`` takes
-    ``order[r::num_replicas]``.
-
-    ``equal_shards`` (training): every rank gets the same number of indices, so DDP ranks step together; the order
-    is padded by repeating its start (or truncated with ``drop_last``). Without it (evaluation) no index repeats and
-    ranks may differ by one block.
-
-    ``block_size`` (evaluation): ranks take consecutive blocks of this many indices in turn instead of single
-    indices. With the batch size as block, every batch holds the same scenes whatever the number of processes, so
-    metrics computed within a batch (retrieval among the batch's captions) do not depend on the world size.
-
-    Args:
-        num_scenes: indices per epoch, N.
-        num_replicas: number of ranks.
-        rank: this rank.
-        shuffle: permute the order every epoch.
-        seed: permutation seed.
-        endless: shift every epoch to new scenes.
-        equal_shards: pad (or truncate) so all ranks get the same count.
-        drop_last: truncate instead of pad, with ``equal_shards``.
-        block_size: indices a rank takes at a time, without ``equal_shards``.
-    """
-
-    def __init__(
-        self,
-        num_scenes: int,
-        *,
-        num_replicas: int = 1,
-        rank: int = 0,
-        shuffle: bool = False,
-        seed: int = 0,
-        endless: bool = False,
-        equal_shards: bool = True,
-        drop_last: bool = False,
-        block_size: int = 1,
-    ) -> None:
-        if block_size < 1:
-            raise ValueError(f"SceneSampler.block_size: must be at least 1, got {block_size}")
-        if num_scenes < 0:
-            raise ValueError(f"SceneSampler.num_scenes: must be >= 0, got {num_scenes}")
-        super().__init__(
-            range(num_scenes), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
-        )
-        self.num_scenes = num_scenes
-        self.endless = endless
-        self.equal_shards = equal_shards
-        self.block_size = block_size
-        if equal_shards:
-            shard = num_scenes // num_replicas if drop_last else math.ceil(num_scenes / num_replicas)
-            self.num_samples = shard
-            self.total_size = shard * num_replicas
-        else:
-            self.num_samples = len(self._block_shard(np.arange(num_scenes)))
-            self.total_size = num_scenes
-
-    def epoch_order(self) -> np.ndarray:
-        """All ranks' indices of the current epoch, before sharding and padding. (N,) int64."""
-        if self.shuffle:
-            order = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch])).permutation(self.num_scenes)
-        else:
-            order = np.arange(self.num_scenes)
-        if self.endless:
-            order = order + self.epoch * self.num_scenes
-        return order.astype(np.int64)
-
-    def __iter__(self):
-        order = self.epoch_order()
-        if self.equal_shards and self.total_size != len(order):
-            if self.total_size < len(order):
-                order = order[: self.total_size]
-            elif len(order):
-                order = np.resize(order, self.total_size)  # repeats the order from its start
-            return iter(order[self.rank :: self.num_replicas].tolist())
-        return iter(self._block_shard(order).tolist())
-
-    def _block_shard(self, order: np.ndarray) -> np.ndarray:
-        """This rank's blocks of ``block_size`` consecutive entries of ``order``, taken in turn."""
-        blocks = [order[start : start + self.block_size] for start in range(0, len(order), self.block_size)]
-        mine = blocks[self.rank :: self.num_replicas]
-        return np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
 class ShapesDataModule(pl.LightningDataModule):
     """Procedural shapes scenes with exact masks, attributes and captions (the embedded default dataset).
 
@@ -326,11 +238,7 @@ class ShapesDataModule(pl.LightningDataModule):
 
     def replica(self) -> tuple[int, int]:
         """``(rank, world_size)``: from the attached trainer, else from torch.distributed, else ``(0, 1)``."""
-        if self.trainer is not None:
-            return self.trainer.global_rank, self.trainer.world_size
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+        return current_replica(self.trainer)
 
     def _sampler(
         self, num_scenes: int, *, shuffle: bool, equal_shards: bool, endless: bool = False, block_size: int = 1

@@ -8,8 +8,11 @@ repo holding ``config.json`` (which includes the caption vocabulary) and ``model
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -37,6 +40,17 @@ DEFAULT_TEXT_CONFIG: dict[str, Any] = {
     "num_attention_heads": 4,
     "max_position_embeddings": 64,
 }
+
+
+def is_shapes_clip_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder saved by ``ShapesCLIP.save_pretrained`` (its config names a vocabulary)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return "vocabulary" in json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
 
 
 class ShapesCLIP(nn.Module, PyTorchModelHubMixin):
