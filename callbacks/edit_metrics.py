@@ -139,7 +139,9 @@ class EditMetrics(Callback):
                 requested_colour=batch["requested_colour"][with_target],
                 requested_shape=batch["requested_shape"][with_target],
                 target_object_mask=batch["target_object_mask"][with_target],
-                target_object=_select(batch["target_object"], with_target),
+                target_scene=_select(batch["target_scene"], with_target),
+                target_object_index=batch["target_object_index"][with_target],
+                supersample=batch["supersample"][with_target],
             )
             collect(self.groups["gt"], with_target)
         for i in range(size):

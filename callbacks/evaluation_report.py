@@ -38,10 +38,18 @@ class EvaluationReport(Callback):
     def __init__(self, save_images: bool = True) -> None:
         self.save_images = save_images
         self.summary: dict[str, Any] | None = None
+        self._run_dir: Path | None = None
 
-    @staticmethod
-    def run_dir(trainer: Trainer) -> Path:
-        return Path(trainer.log_dir or trainer.default_root_dir)
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # trainer.log_dir broadcasts from rank 0 under DDP, so it is read here, where every rank calls it once,
+        # and not per batch, where ranks with fewer batches would leave the others waiting for ever.
+        self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+
+    def run_dir(self, trainer: Trainer) -> Path:
+        """The run directory, as resolved at setup."""
+        if self._run_dir is None:
+            raise RuntimeError("EvaluationReport.run_dir is known only after setup")
+        return self._run_dir
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):  # noqa: D102
         if self.save_images and isinstance(outputs, dict) and "edited" in outputs:

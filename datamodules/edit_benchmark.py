@@ -20,7 +20,11 @@ Batch keys (B = batch size; H x W the images' size, or ``resolution`` x ``resolu
   ``target_object_footprint``: (B, H, W) bool; ``has_source_object`` (False for add), ``has_target_object``
   (False for remove): (B,) bool; ``requested_colour``, ``requested_shape``: (B,) long class ids of the object
   after the edit, -1 when there is none; ``target_object``: dict of ``position`` (B, 2), ``radius`` (B,),
-  ``rotation`` (B,) float32 and ``shape``, ``colour``, ``size`` (B,) long.
+  ``rotation`` (B,) float32 and ``shape``, ``colour``, ``size`` (B,) long; ``target_scene``: list[str], the whole
+  true target scene as JSON (``Scene.to_dict``; ``""`` without ground truth); ``target_object_index``: (B,) long,
+  the edited object's index in it (-1 when none); ``supersample``: (B,) long, the export's render setting (0
+  without ground truth). Shape accuracy re-renders the target scene at the batch's image side, which must be one
+  of the exported sides (32, 64, 128, 256).
 
 Details in ``interpedit.benchmarks.edit_benchmark_dataset``; formats and auto-detection in
 ``interpedit.benchmarks.benchmark_format``.

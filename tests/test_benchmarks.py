@@ -19,7 +19,16 @@ from interpedit.benchmarks import (
     resolve_edit_type,
 )
 from interpedit.masks.rle import coco_rle_to_mask, mask_to_coco_rle
-from interpedit.shapes import COLOURS, EDIT_TYPE_IDS, SHAPES, export_benchmark
+from interpedit.shapes import (
+    COLOURS,
+    EDIT_TYPE_IDS,
+    SHAPES,
+    Background,
+    Scene,
+    ShapeObject,
+    export_benchmark,
+    render,
+)
 
 
 def runs_of(mask: np.ndarray) -> list[int]:
@@ -118,6 +127,7 @@ def test_pie_bench_reads_back_pixels_masks_prompts_and_types(tmp_path):
         assert item["blended_word"] == "cat dog" and item["instruction"] == "make the cat a dog"
         assert item["edit_type_id"] == str(index) and item["edit_type"] == EDIT_TYPE_NAMES[str(index)]
         assert not item["has_target"] and not item["target_image"].any() and int(item["requested_colour"]) == -1
+        assert item["target_scene"] == "" and int(item["target_object_index"]) == -1 and int(item["supersample"]) == 0
 
 
 def test_pie_bench_resolution_resizes_masks_with_nearest_pixels(tmp_path):
@@ -257,7 +267,17 @@ def test_shapes_ground_truth_agrees_with_the_exported_files(shapes_export):
         assert not (changed & ~item["edit_mask"].numpy()).any()  # the mask holds every changed pixel
         assert item["edit_type_id"] == entry["editing_type_id"] == EDIT_TYPE_IDS[sample.shapes.edit_name]
 
+        # The target scene round-trips through its JSON and redraws the exported target pixel for pixel.
+        exported_scene = Scene(
+            Background.from_dict(entry["background"]),
+            tuple(ShapeObject.from_dict(obj) for obj in entry["target_objects"]),
+        )
+        assert Scene.from_dict(json.loads(item["target_scene"])) == exported_scene
+        assert int(item["supersample"]) == entry["supersample"] == sample.shapes.supersample
+        np.testing.assert_array_equal(render(exported_scene, entry["resolution"], entry["supersample"]).image, target)
+
         objects, targets = entry["edit"]["objects"], entry["edit"]["target_indices"]
+        assert int(item["target_object_index"]) == (targets[0] if targets else -1)
         source_labels = read_png(root / entry["source_labels_path"])
         target_labels = read_png(root / entry["target_labels_path"])
         assert bool(item["has_source_object"]) == bool(objects)
@@ -308,7 +328,8 @@ def test_a_shapes_export_read_as_pie_bench_has_no_ground_truth(shapes_export):
     root, _ = shapes_export
     samples = read_edit_benchmark(root, "pie_bench")
     assert len(samples) == 8 and all(s.shapes is None for s in samples)
-    assert not EditBenchmarkDataset(samples)[0]["has_target"]
+    item = EditBenchmarkDataset(samples)[0]
+    assert not item["has_target"] and item["target_scene"] == "" and int(item["supersample"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -322,6 +343,13 @@ def test_a_shapes_export_read_as_pie_bench_has_no_ground_truth(shapes_export):
         (lambda e: e.update(resolution=64), "'resolution' is 64 but the source image is 32x32"),
         (lambda e: e["target_objects"][0].update(colour="mauve"), r"target_objects\[0\]: object.colour: unknown"),
         (lambda e: e["target_objects"][0].pop("radius"), r"target_objects\[0\]: missing key 'radius'"),
+        (lambda e: e.pop("background"), "missing key 'background'"),
+        (lambda e: e["background"].update(kind="plaid"), "'background': background.kind: unknown kind 'plaid'"),
+        (lambda e: e["background"].pop("colours"), "'background': missing key 'colours'"),
+        (lambda e: e.update(background=[1, 2]), "'background' must be dict, got list"),
+        (lambda e: e.pop("supersample"), "missing key 'supersample'"),
+        (lambda e: e.update(supersample=0), "'supersample' is 0, expected a positive integer"),
+        (lambda e: e.update(supersample="4"), "'supersample' must be int, got str"),
         (
             lambda e: e["source_objects"][0].update(footprint={"size": [32, 32], "counts": [1000, 25]}),
             r"source_objects\[0\]: 'footprint': COCO RLE runs sum to 1025 pixels but the 32x32 image has 1024",

@@ -1,5 +1,6 @@
 """EditBenchmarkDataModule: batches, filters, and DDP shards that cover every sample exactly once."""
 
+import json
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -10,7 +11,7 @@ from datamodules.edit_benchmark import EditBenchmarkDataModule
 from datamodules.shapes import SceneSampler
 from interpedit.benchmarks import BenchmarkError
 from interpedit.data.distributed_index_sampler import DistributedIndexSampler, current_replica
-from interpedit.shapes import export_benchmark
+from interpedit.shapes import Background, Scene, ShapeObject, export_benchmark
 from tests.test_benchmarks import write_learnable_regions, write_pie_bench
 
 BATCH_KEYS = {
@@ -18,7 +19,7 @@ BATCH_KEYS = {
     "target_prompt_bracketed", "instruction", "blended_word", "edit_type_id", "edit_type", "edit_mask", "has_mask",
     "target_image", "has_target", "source_object_mask", "source_object_footprint", "target_object_mask",
     "target_object_footprint", "has_source_object", "has_target_object", "requested_colour", "requested_shape",
-    "target_object",
+    "target_object", "target_scene", "target_object_index", "supersample",
 }  # fmt: skip
 
 
@@ -67,6 +68,24 @@ def test_batches_hold_every_documented_key_with_its_shape(shapes_root):
     assert batch["index"].tolist() == [0, 1, 2, 3]
     assert batch["target_object"]["position"].shape == (4, 2) and batch["target_object"]["radius"].shape == (4,)
     assert all(isinstance(batch[key], list) and len(batch[key]) == 4 for key in ("image_id", "target_prompt"))
+    assert batch["target_object_index"].shape == batch["supersample"].shape == (4,)
+    assert batch["target_object_index"].dtype == batch["supersample"].dtype == torch.long
+    assert isinstance(batch["target_scene"], list) and all(isinstance(text, str) for text in batch["target_scene"])
+
+
+def test_target_scenes_round_trip_to_the_exported_scenes(shapes_root):
+    mapping = json.loads((shapes_root / "mapping_file.json").read_text())
+    batch = next(iter(EditBenchmarkDataModule(str(shapes_root), batch_size=8).test_dataloader()))
+    for number, image_id in enumerate(batch["image_id"]):
+        entry = mapping[image_id]
+        exported = Scene(
+            Background.from_dict(entry["background"]),
+            tuple(ShapeObject.from_dict(obj) for obj in entry["target_objects"]),
+        )
+        assert Scene.from_dict(json.loads(batch["target_scene"][number])) == exported, image_id
+        targets = entry["edit"]["target_indices"]
+        assert int(batch["target_object_index"][number]) == (targets[0] if targets else -1), image_id
+        assert int(batch["supersample"][number]) == entry["supersample"] == 4
 
 
 def test_edit_types_filter_by_id_or_name_and_index_counts_the_kept_samples(shapes_root):

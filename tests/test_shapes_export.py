@@ -179,3 +179,18 @@ def test_command_line_rejects_bad_arguments(tmp_path, capsys, arguments, message
         main(["export", *[item for pair in base.items() for item in pair]])
     assert message in capsys.readouterr().err
     assert not (tmp_path / "mapping_file.json").exists()
+
+
+def test_edited_objects_are_legible_in_the_target():
+    # Most of each edited object's label mask is pixels it covers entirely (exactly its palette colour), so the
+    # true target passes the colour and shape checks; nearly hidden objects are redrawn, not exported.
+    from interpedit.shapes.edits import EDIT_TYPES
+    from interpedit.shapes.scene import SceneConfig
+
+    for index in range(40):
+        rng = np.random.default_rng(np.random.SeedSequence([3, 123, index]))
+        edit = draw_edit(rng, EDIT_TYPES[index % len(EDIT_TYPES)], SceneConfig(min_objects=2, max_objects=4), 32)
+        for target in edit.target_indices:
+            mask = edit.target.labels == target + 1
+            full = edit.target.coverage[target] >= 1.0
+            assert 2 * (mask & full).sum() > mask.sum(), (index, edit.edit_type)

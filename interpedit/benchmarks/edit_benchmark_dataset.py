@@ -22,16 +22,23 @@ edit's objects (a swap's second object mirrors it):
   target; -1 when there is none (remove).
 - ``target_object``: dict with ``position`` (2,) float32 normalised ``x, y``, ``radius`` () float32, ``rotation``
   () float32 radians clockwise, ``shape``, ``colour``, ``size`` () long class ids (-1 and zeros when absent).
+- ``target_scene``: str, the whole true target scene as JSON (``json.dumps(Scene.to_dict())``, background and
+  every object in drawing order; ``Scene.from_dict(json.loads(...))`` reads it back), ``""`` without ground truth;
+  ``target_object_index``: () long, the primary edited object's index in it, -1 when there is none (remove);
+  ``supersample``: () long, the renderer's samples per pixel side of the export, 0 without ground truth.
+  ``render(scene, side, supersample)`` redraws the target image, which is how shape accuracy judges shapes.
 
 Resizing (``resolution`` an int): the shorter side is scaled to ``resolution`` (images bilinear with
 antialiasing, masks nearest-exact, so both sample the same pixel centres), then the centre
 ``resolution x resolution`` square is cut. PIE-Bench and shapes images are square, so this is a plain resize;
 non-square images (Learnable Regions) lose the ends of their longer side. Normalised positions in
-``target_object`` describe the uncropped square image and are not changed.
+``target_object`` and ``target_scene`` describe the uncropped square image and are not changed; a scene rendered
+at the new side is close to, but not pixel-identical with, the resized target.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,10 +128,15 @@ class EditBenchmarkDataset(Dataset):
                 "colour": torch.tensor(-1),
                 "size": torch.tensor(-1),
             },
+            "target_scene": "",
+            "target_object_index": torch.tensor(-1),
+            "supersample": torch.tensor(0),
         }
         if truth is None:
             return fields
         fields["target_image"] = self._fit_image(self._load_image(sample, truth.target_image))
+        fields["target_scene"] = json.dumps(truth.target_scene.to_dict())
+        fields["supersample"] = torch.tensor(truth.supersample)
         where = f"entry {sample.image_id!r}"
         if truth.source_index is not None:
             labels = read_label_map(truth.source_labels, source=sample.benchmark_file, where=f"{where}: source labels")
@@ -136,6 +148,7 @@ class EditBenchmarkDataset(Dataset):
             fields["target_object_mask"] = self._fit_mask(torch.from_numpy(labels == truth.target_index + 1))
             fields["target_object_footprint"] = self._footprint(sample, truth, "target", truth.target_index)
             fields["has_target_object"] = torch.tensor(True)
+            fields["target_object_index"] = torch.tensor(truth.target_index)
             obj = truth.target_objects[truth.target_index]
             colour, shape = COLOURS.index(obj.colour), SHAPES.index(obj.shape)
             fields["requested_colour"], fields["requested_shape"] = torch.tensor(colour), torch.tensor(shape)

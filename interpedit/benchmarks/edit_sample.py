@@ -17,7 +17,7 @@ from typing import Any
 from interpedit.benchmarks.edit_types import edit_type_name
 from interpedit.data.image_io import DataFileError, ImageLoadError, read_image_info
 from interpedit.shapes.caption import strip_brackets
-from interpedit.shapes.scene import ShapeObject
+from interpedit.shapes.scene import Background, Scene, ShapeObject
 
 
 class BenchmarkError(DataFileError):
@@ -37,6 +37,8 @@ class ShapesGroundTruth:
         target_indices: the same objects in the target (empty for remove), in the same order.
         source_objects, target_objects: every object of each scene, in drawing order.
         source_footprints, target_footprints: each object's footprint as COCO RLE, same order.
+        background: the scenes' background; with ``target_objects`` it re-renders the target exactly.
+        supersample: the renderer's samples per pixel side the export used.
     """
 
     target_image: Path
@@ -50,6 +52,8 @@ class ShapesGroundTruth:
     target_objects: tuple[ShapeObject, ...]
     source_footprints: tuple[dict[str, Any], ...]
     target_footprints: tuple[dict[str, Any], ...]
+    background: Background
+    supersample: int
 
     @property
     def source_index(self) -> int | None:
@@ -60,6 +64,11 @@ class ShapesGroundTruth:
     def target_index(self) -> int | None:
         """The primary edited object in the target, or None (remove)."""
         return self.target_indices[0] if self.target_indices else None
+
+    @property
+    def target_scene(self) -> Scene:
+        """The scene after the edit, as rendered into the target image (``render(scene, side, supersample)``)."""
+        return Scene(background=self.background, objects=self.target_objects)
 
     @property
     def target_object(self) -> ShapeObject | None:

@@ -4,8 +4,9 @@
 ``interpedit.shapes.export``. On top of PIE-Bench's fields (read by ``interpedit.benchmarks.pie_bench``) an entry
 needs ``target_image_path``, ``source_labels_path``, ``target_labels_path`` (relative to the root, same size as
 the source image), ``edit`` (``type``, ``params``, ``objects``, ``target_indices``), ``source_objects`` and
-``target_objects`` (attributes plus a COCO RLE ``footprint`` of the image's size) and ``resolution``; ``background``,
-captions and seeds are not needed to read it back.
+``target_objects`` (attributes plus a COCO RLE ``footprint`` of the image's size), ``resolution``, ``background``
+and ``supersample`` (with the target objects they re-render the target, which shape accuracy needs); captions and
+seeds are not needed to read it back.
 
 A mapping file is a shapes export when its entries have ``target_image_path`` (``is_shapes_mapping``).
 """
@@ -32,7 +33,7 @@ from interpedit.data.annotations import rle_run_lengths
 from interpedit.data.image_io import ImageLoadError, open_verified
 from interpedit.masks.rle import coco_rle_to_mask
 from interpedit.shapes.edits import EDIT_TYPE_IDS
-from interpedit.shapes.scene import ShapeObject
+from interpedit.shapes.scene import Background, ShapeObject
 
 SHAPES_MARKER_KEY = "target_image_path"
 """The field whose presence in a mapping file's entries makes it a shapes export."""
@@ -123,6 +124,10 @@ def _parse_ground_truth(
     target_objects, target_footprints = _parse_objects(entry, "target_objects", size, source, where)
     source_indices = _parse_indices(edit, "objects", len(source_objects), source, edit_where)
     target_indices = _parse_indices(edit, "target_indices", len(target_objects), source, edit_where)
+    background = _parse_background(entry, source, where)
+    supersample = require(entry, "supersample", int, source=source, where=where)
+    if supersample < 1:
+        raise BenchmarkError(source, f"{where}: 'supersample' is {supersample}, expected a positive integer")
     return ShapesGroundTruth(
         target_image=paths["target_image_path"],
         source_labels=paths["source_labels_path"],
@@ -135,7 +140,18 @@ def _parse_ground_truth(
         target_objects=target_objects,
         source_footprints=source_footprints,
         target_footprints=target_footprints,
+        background=background,
+        supersample=supersample,
     )
+
+
+def _parse_background(entry: dict[str, Any], source: Path, where: str) -> Background:
+    data = require(entry, "background", dict, source=source, where=where)
+    try:
+        return Background.from_dict(data)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise BenchmarkError(source, f"{where}: 'background': {problem}") from exc
 
 
 def _parse_objects(

@@ -26,10 +26,11 @@ Values are raw. PIE-Bench's tables print StructDist x10^3, LPIPS x10^3, MSE x10^
 
 from interpedit.metrics.attribute_accuracy import (
     MAX_PALETTE_DISTANCE,
-    candidate_shape_masks,
+    SHAPE_TIE_TOLERANCE,
     colour_accuracy,
     palette_labels,
     shape_accuracy,
+    shape_render_errors,
 )
 from interpedit.metrics.background_preservation import (
     BackgroundPreservation,
@@ -63,6 +64,7 @@ __all__ = [
     "COUNT_SUFFIX",
     "MAX_PALETTE_DISTANCE",
     "PSNR_CAP_DB",
+    "SHAPE_TIE_TOLERANCE",
     "BackgroundPreservation",
     "CLIPSimilarity",
     "GroundTruthMetrics",
@@ -74,7 +76,6 @@ __all__ = [
     "background_psnr",
     "background_ssim",
     "build_lpips",
-    "candidate_shape_masks",
     "capture_keys",
     "clip_image_embeddings",
     "clip_score",
@@ -90,6 +91,7 @@ __all__ = [
     "region_iou",
     "self_similarity_distance",
     "shape_accuracy",
+    "shape_render_errors",
     "ssim_map",
     "vit_keys",
 ]

@@ -9,18 +9,24 @@ Keys (each with a ``_count``):
 - ``gt/region_iou``: IoU of the method's own edit region with the true changed region; NaN for a batch where the
   method gives none, and where both are empty.
 - ``gt/colour_accuracy``, ``gt/shape_accuracy``: 1 or 0 per image, whether the edited object has the requested
-  colour and shape, judged from the edited pixels (``attribute_accuracy``); NaN where not requested (-1).
+  colour and shape, judged from the edited pixels (``attribute_accuracy``: the colour by majority palette label,
+  the shape by re-rendering the true target scene with each candidate shape); NaN where not requested (-1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from interpedit.metrics.attribute_accuracy import MAX_PALETTE_DISTANCE, colour_accuracy, shape_accuracy
+from interpedit.metrics.attribute_accuracy import (
+    MAX_PALETTE_DISTANCE,
+    SHAPE_TIE_TOLERANCE,
+    colour_accuracy,
+    shape_accuracy,
+)
 from interpedit.metrics.masked_image_quality import PSNR_CAP_DB, masked_psnr, masked_ssim
 from interpedit.metrics.metric_inputs import check_images, check_mask, check_same_shape, float32_arithmetic
 from interpedit.metrics.per_image_average import PerImageAverage
@@ -60,7 +66,7 @@ class GroundTruthMetrics(PerImageAverage):
     Args:
         max_psnr: PSNR cap in dB.
         max_palette_distance: RGB distance (0-255) within which a pixel counts as a palette colour.
-        supersample: the renderer's samples per pixel side used for the data (shape candidates are rendered so).
+        shape_tie_tolerance: mean squared errors this close to the nearest candidate render count as a tie.
         **kwargs: ``torchmetrics.Metric`` options.
     """
 
@@ -69,13 +75,13 @@ class GroundTruthMetrics(PerImageAverage):
         *,
         max_psnr: float = PSNR_CAP_DB,
         max_palette_distance: float = MAX_PALETTE_DISTANCE,
-        supersample: int = 4,
+        shape_tie_tolerance: float = SHAPE_TIE_TOLERANCE,
         **kwargs: Any,
     ) -> None:
         super().__init__(GROUND_TRUTH_KEYS, **kwargs)
         self.max_psnr = max_psnr
         self.max_palette_distance = max_palette_distance
-        self.supersample = supersample
+        self.shape_tie_tolerance = shape_tie_tolerance
 
     @torch.no_grad()
     def update(
@@ -88,7 +94,9 @@ class GroundTruthMetrics(PerImageAverage):
         requested_colour: Tensor | None = None,
         requested_shape: Tensor | None = None,
         target_object_mask: Tensor | None = None,
-        target_object: Mapping[str, Tensor] | None = None,
+        target_scene: Sequence[str] | None = None,
+        target_object_index: Tensor | None = None,
+        supersample: Tensor | int | None = None,
     ) -> None:
         """Add a batch (names as in the edit-benchmark batch).
 
@@ -101,8 +109,11 @@ class GroundTruthMetrics(PerImageAverage):
             requested_shape: (B,) long ``SHAPES`` ids, -1 = not applicable.
             target_object_mask: (B, H, W) bool, the edited object's label mask in the true target render; needed
                 when any colour or shape is requested.
-            target_object: ``position`` (B, 2), ``radius`` (B,), ``rotation`` (B,) of the edited object in the
-                true target scene; needed when any shape is requested.
+            target_scene: B true target scenes as JSON (``Scene.to_dict``), ``""`` where there is none; needed,
+                like the next two, when any shape is requested (the shape candidates are re-renders of it).
+            target_object_index: (B,) long, the edited object's index in its target scene, -1 where there is none.
+            supersample: (B,) long or one int, the renderer's samples per pixel side the benchmark was rendered
+                with.
         """
         where = f"{type(self).__name__}.update"
         edited = check_images(where, "edited", edited)
@@ -134,17 +145,32 @@ class GroundTruthMetrics(PerImageAverage):
             wants_shape = shapes is not None and bool((shapes >= 0).any())
             if (wants_colour or wants_shape) and target_object_mask is None:
                 raise ValueError(f"{where}: attribute accuracy needs target_object_mask (the edited object's mask)")
-            if wants_shape and target_object is None:
-                raise ValueError(f"{where}: shape accuracy needs target_object (position, radius, rotation)")
+            if wants_shape:
+                missing = [
+                    name
+                    for name, value in (
+                        ("target_scene", target_scene),
+                        ("target_object_index", target_object_index),
+                        ("supersample", supersample),
+                    )
+                    if value is None
+                ]
+                if missing:
+                    raise ValueError(
+                        f"{where}: shape accuracy needs {', '.join(missing)} (the true target scene it re-renders)"
+                    )
             if wants_colour:
                 object_mask = check_mask(where, "target_object_mask", target_object_mask, edited)
                 values["gt/colour_accuracy"] = colour_accuracy(edited, object_mask, colours, self.max_palette_distance)
             if wants_shape:
                 object_mask = check_mask(where, "target_object_mask", target_object_mask, edited)
-                missing = [key for key in ("position", "radius", "rotation") if key not in target_object]
-                if missing:
-                    raise ValueError(f"{where}: target_object lacks {', '.join(missing)}")
+                if isinstance(target_scene, str) or len(target_scene) != batch:
+                    raise ValueError(f"{where}: target_scene must be a list of {batch} JSON strings, one per image")
+                if not isinstance(target_object_index, Tensor) or target_object_index.is_floating_point():
+                    raise TypeError(f"{where}: target_object_index must be a (B,) integer tensor (-1 = none)")
+                # shape_accuracy checks the remaining scene data per image and names the image.
                 values["gt/shape_accuracy"] = shape_accuracy(
-                    edited, object_mask, shapes, target_object, self.max_palette_distance, self.supersample
+                    edited, object_mask, shapes, target_scene, target_object_index, supersample,
+                    self.max_palette_distance, self.shape_tie_tolerance,
                 )
         self._accumulate(values)

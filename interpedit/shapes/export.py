@@ -7,6 +7,9 @@ Layout of ``DIR``::
     DIR/targets/<id>.png                         exact edited images
     DIR/labels/<id>_source.png, <id>_target.png  instance-label maps (8-bit, 0 = background, i + 1 = object i)
 
+Every edited object is legible in the target: most of its label mask is pixels it covers entirely (so they have
+exactly its palette colour); scenes where an edit would leave it nearly hidden are redrawn.
+
 ``mapping_file.json`` maps a 12-digit id (``"000000000012"``, the scene index) to an entry. PIE-Bench's fields:
 
 - ``image_path``: source image, relative to ``DIR/annotation_images/``.
@@ -137,10 +140,21 @@ def draw_edit(
     for _ in range(SCENE_ATTEMPTS):
         scene = sample_scene(rng, config)
         try:
-            return apply_edit(edit_type, scene, rng=rng, resolution=resolution, supersample=supersample, **extra)
+            edit = apply_edit(edit_type, scene, rng=rng, resolution=resolution, supersample=supersample, **extra)
         except EditNotPossible:
             continue
+        if all(_legible(edit.target, index) for index in edit.target_indices):
+            return edit
     raise EditNotPossible(f"{edit_type}: no scene out of {SCENE_ATTEMPTS} allowed this edit; check the scene config")
+
+
+def _legible(rendered: Render, index: int) -> bool:
+    """Whether an edited object can be judged from the target's pixels: most of its label mask is pixels it covers
+    entirely, which have exactly its palette colour. A nearly hidden or tiny object, whose label mask is mostly
+    anti-aliased edge, would make even the true target fail the colour and shape checks, so it is not exported."""
+    mask = rendered.labels == index + 1
+    full = rendered.coverage[index] >= 1.0
+    return bool(mask.any()) and 2 * int((mask & full).sum()) > int(mask.sum())
 
 
 def _write_entry(
