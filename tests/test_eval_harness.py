@@ -78,7 +78,8 @@ def test_identity_on_pie_bench_layout_is_ideal_for_preservation(tmp_path):
     assert metrics["background/mse"] == 0.0
     assert metrics["background/psnr"] == 100.0  # the documented cap for identical backgrounds
     assert metrics["background/ssim"] == pytest.approx(1.0, abs=1e-6)
-    # The identity does not move the image embedding, so directional CLIP is undefined, never reported as 0.
+    # The shapes CLIP knows no "cat" or "dog": both prompts embed alike, so the text direction is undefined and
+    # directional CLIP is left out, never reported as a number.
     assert "clip/directional" not in metrics
     assert not any(key.startswith("gt/") for key in metrics)  # no ground truth in PIE-Bench
     assert metrics["config"]["model"]["init_args"]["method"]["class_path"] == "interpedit.editing.IdentityEdit"
