@@ -117,6 +117,10 @@ class EditBenchmarkDataModule(LightningDataModule):
             samples = kept
         return samples if self.limit is None else samples[: self.limit]
 
+    def val_dataloader(self) -> DataLoader:
+        """The whole benchmark, so a training run can measure edits on it while it trains (``EditMetrics``)."""
+        return self._loader()
+
     def test_dataloader(self) -> DataLoader:
         return self._loader()
 

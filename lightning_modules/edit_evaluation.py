@@ -40,6 +40,9 @@ class EditEvaluationModule(LightningModule):
             )
         return output
 
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> EditOutput:
+        return self(batch)
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> EditOutput:
         return self(batch)
 
