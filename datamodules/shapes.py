@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from interpedit.data.distributed_index_sampler import DistributedIndexSampler, current_replica
+from interpedit.data.paired_views import PairedViews
 from interpedit.data.regions import boxes_from_masks, pad_regions, sample_regions_by_area
 from interpedit.shapes.attributes import BACKGROUND_KINDS, COLOURS, SHAPES, SIZES
 from interpedit.shapes.edits import EDIT_TYPES
@@ -62,6 +63,9 @@ class ShapesDataset(Dataset):
             objects, objects are chosen by area (``sample_regions_by_area``, seeded by the scene).
         include_background_region: add the background as a region after the objects.
         supersample: anti-aliasing samples per pixel side.
+        paired_views: when given, items also carry a source and a target view of the scene under independent
+            augmentations (``source_*``/``target_*`` keys, see ``interpedit.data.PairedViews``), drawn from a
+            generator seeded by the scene, so they are reproducible.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class ShapesDataset(Dataset):
         region_budget: int | None = None,
         include_background_region: bool = False,
         supersample: int = 4,
+        paired_views: PairedViews | None = None,
     ) -> None:
         if split not in SPLIT_IDS:
             raise ValueError(f"ShapesDataset.split: unknown split {split!r}; expected one of {', '.join(SPLIT_IDS)}")
@@ -95,6 +100,7 @@ class ShapesDataset(Dataset):
                 + (" besides the background" if background_slots else "")
             )
         self.supersample = supersample
+        self.paired_views = paired_views
 
     def __len__(self) -> int:
         if self.num_scenes is None:
@@ -132,8 +138,15 @@ class ShapesDataset(Dataset):
                 shape[slot] = SHAPES.index(obj.shape)
                 colour[slot] = COLOURS.index(obj.colour)
                 size[slot] = SIZES.index(obj.size)
+        image = torch.from_numpy(rendered.image).permute(2, 0, 1).float() / 255.0
+        views = {}
+        if self.paired_views is not None:
+            views = self.paired_views(
+                image, masks, valid, generator=torch.Generator().manual_seed(int(rng.integers(2**62)))
+            )
         return {
-            "image": torch.from_numpy(rendered.image).permute(2, 0, 1).float() / 255.0,
+            **views,
+            "image": image,
             "masks": masks,
             "region_valid": valid,
             "boxes": boxes_from_masks(masks),
@@ -162,6 +175,11 @@ class ShapesDataModule(pl.LightningDataModule):
         batch_size: scenes per batch on each rank.
         num_workers: DataLoader worker processes.
         seed: data seed; scene ``i`` of a split comes from ``SeedSequence([split_id, seed, i])``.
+        paired_views: add a source and a target view of every scene (unpaired training of the region autoencoder).
+        crop_scale: range of the random crop's area, as a fraction of the scene, for paired views.
+        crop_ratio: range of the random crop's aspect ratio for paired views.
+        flip_probability: probability of a horizontal flip in each view.
+        rotation_degrees: views are rotated by up to this many degrees (0: no rotation, no resampling blur).
     """
 
     def __init__(
@@ -179,6 +197,11 @@ class ShapesDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
+        paired_views: bool = False,
+        crop_scale: tuple[float, float] = (0.6, 1.0),
+        crop_ratio: tuple[float, float] = (0.9, 1.1),
+        flip_probability: float = 0.5,
+        rotation_degrees: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -205,6 +228,17 @@ class ShapesDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.paired_views = (
+            PairedViews(
+                resolution,
+                scale=tuple(crop_scale),
+                ratio=tuple(crop_ratio),
+                flip_probability=flip_probability,
+                degrees=rotation_degrees,
+            )
+            if paired_views
+            else None
+        )
 
     def dataset(self, split: str) -> ShapesDataset:
         """The dataset of ``split`` (``train``, ``val`` or ``test``)."""
@@ -217,6 +251,7 @@ class ShapesDataModule(pl.LightningDataModule):
             scene_config=self.scene_config,
             region_budget=self.region_budget,
             include_background_region=self.include_background_region,
+            paired_views=self.paired_views,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -231,3 +231,17 @@ def test_bad_arguments_name_the_field():
         ShapesDataset("dev")
     with pytest.raises(IndexError):
         ShapesDataset("val", num_scenes=3)[3]
+
+
+def test_paired_views_are_reproducible_aligned_and_flip_positions():
+    module = small_module(paired_views=True, flip_probability=1.0, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    dataset = module.dataset("train")
+    item, again = dataset[3], dataset[3]
+    for key in ("source_image", "target_image", "source_masks", "target_masks"):
+        assert torch.equal(item[key], again[key]), key
+    # A full-frame crop with a certain flip: both views are the mirrored scene, masks mirrored with the pixels.
+    assert torch.equal(item["target_image"], item["image"].flip(-1))
+    assert torch.equal(item["target_masks"], item["masks"].flip(-1))
+    assert torch.equal(item["target_region_valid"], item["region_valid"])
+    batch = next(iter(module.train_dataloader()))
+    assert batch["source_image"].shape == batch["image"].shape and batch["target_masks"].shape == batch["masks"].shape
