@@ -1,0 +1,205 @@
+"""Unpaired training of the region-feature autoencoder (encode one view, decode another)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from lightning.pytorch import LightningModule
+
+from interpedit.backbones import load_diffusers_model, load_scheduler
+from interpedit.diffusion import EMA
+from interpedit.optim import cosine_schedule_with_warmup
+from interpedit.region import RegionEncoder, RegionTokenSet, region_positions
+from interpedit.region.region_autoencoder import RegionAutoencoder
+from interpedit.region.region_dropout import blank_regions, keep_random_subset, unknown_pixels
+
+
+def build_unet(unet: str | dict[str, Any]) -> UNet2DConditionModel:
+    """A UNet by hub id or folder (Stable Diffusion: its ``unet`` subfolder), or from a config dict (random init)."""
+    if isinstance(unet, str):
+        return load_diffusers_model(UNet2DConditionModel, unet, subfolder="unet")
+    return UNet2DConditionModel.from_config(dict(unet))
+
+
+def build_scheduler(scheduler: str | dict[str, Any]) -> DDIMScheduler:
+    """A DDIM scheduler by hub id or folder (its ``scheduler`` subfolder), or from a config dict."""
+    if isinstance(scheduler, str):
+        return load_scheduler(DDIMScheduler, scheduler)
+    return DDIMScheduler.from_config(dict(scheduler))
+
+
+class RegionAutoencoderModule(LightningModule):
+    """The region autoencoder as a Lightning system.
+
+    Each step encodes the *source* view with a random subset of its regions kept (the others blanked), and decodes
+    the *target* view from those tokens placed at each region's position **in the target view**, so flips and
+    crops teach position control. Target pixels of regions with no token (dropped, or absent from the source
+    view) are left out of the loss with ``infill_loss="masked"``: no token speaks for them. A second encoding of
+    the target view with another region subset gives the feature-consistency loss (1 - cos between the two
+    appearance tokens of each region kept in both), so that a region's token does not depend on its neighbours
+    or on the view.
+
+    Args:
+        encoder: the region encoder (``class_path: interpedit.region.RegionEncoder``).
+        unet: UNet hub id/folder (e.g. Stable Diffusion's, subfolder ``unet``) or a config dict for a new UNet.
+        scheduler: scheduler hub id/folder (subfolder ``scheduler``) or a DDIMScheduler config dict.
+        vae: AutoencoderKL hub id/folder (subfolder ``vae``) for latent diffusion; None decodes pixels.
+        unet_training: ``full`` fine-tunes the UNet, ``cross_attention`` trains only its cross-attention layers.
+        learning_rate: AdamW learning rate for the effective batch size (it does not change with the GPU count).
+        encoder_lr_multiplier: learning-rate factor for the encoder's trainable parameters.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up before the cosine decay.
+        min_keep_fraction: region dropout keeps between this fraction and all of a sample's regions.
+        blank_fill: value written into dropped regions' pixels at the encoder input.
+        infill_loss: ``masked`` leaves target pixels of token-less regions out of the loss; ``full`` keeps them.
+        consistency_weight: weight of the feature-consistency loss once warmed up.
+        consistency_warmup_steps: steps of linear warm-up of that weight.
+        cfg_dropout: probability of replacing a sample's whole conditioning with the unconditional one.
+        ema_decay: decay of an EMA of the trainable weights, used for validation and edits; None turns it off.
+        gradient_checkpointing: recompute UNet activations in the backward pass to save memory.
+        seed: seed of the per-step noise, so a resumed run draws what an unbroken one would.
+        val_decode_steps: DDIM steps for the reconstructions drawn in validation.
+        val_cfg_scale: guidance scale for those reconstructions.
+    """
+
+    def __init__(
+        self,
+        encoder: RegionEncoder,
+        unet: str | dict[str, Any],
+        scheduler: str | dict[str, Any],
+        vae: str | None = None,
+        unet_training: str = "full",
+        learning_rate: float = 2e-4,
+        encoder_lr_multiplier: float = 1.0,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 500,
+        min_keep_fraction: float = 0.5,
+        blank_fill: float = 0.5,
+        infill_loss: str = "masked",
+        consistency_weight: float = 1.0,
+        consistency_warmup_steps: int = 2000,
+        cfg_dropout: float = 0.1,
+        ema_decay: float | None = None,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+        val_decode_steps: int = 25,
+        val_cfg_scale: float = 2.0,
+    ) -> None:
+        super().__init__()
+        for name, value, allowed in (("unet_training", unet_training, ("full", "cross_attention")),
+                                     ("infill_loss", infill_loss, ("masked", "full"))):
+            if value not in allowed:
+                raise ValueError(f"RegionAutoencoderModule.{name}: {value!r} is not one of {', '.join(allowed)}")
+        self.save_hyperparameters(ignore=["encoder"])
+        vae_model = load_diffusers_model(AutoencoderKL, vae, subfolder="vae") if vae is not None else None
+        self.model = RegionAutoencoder(encoder, build_unet(unet), build_scheduler(scheduler), vae=vae_model)
+        if unet_training == "cross_attention":
+            self.model.unet.requires_grad_(False)
+            for name, parameter in self.model.unet.named_parameters():
+                if ".attn2." in name:
+                    parameter.requires_grad_(True)
+        if gradient_checkpointing:
+            self.model.unet.enable_gradient_checkpointing()
+        self.ema = EMA(self.model, decay=ema_decay) if ema_decay is not None else None
+
+    # ------------------------------------------------------------------ training
+    def step_generator(self) -> torch.Generator:
+        """Noise, timesteps and region subsets of this step, from (seed, step, rank): resumes draw the same."""
+        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def losses(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Diffusion and consistency losses of a paired-view batch (``source_*``/``target_*`` keys)."""
+        h = self.hparams
+        source_masks, target_masks = batch["source_masks"], batch["target_masks"]
+        source_valid, target_valid = batch["source_region_valid"], batch["target_region_valid"]
+        keep = keep_random_subset(source_valid, h.min_keep_fraction, generator)
+        encoded = self.model.encode(
+            blank_regions(batch["source_image"], source_masks, source_valid & ~keep, h.blank_fill), source_masks, keep
+        )
+        conditioned = keep & target_valid
+        # Positions come from the view being decoded, not the one encoded.
+        tokens = RegionTokenSet(encoded.appearance, region_positions(target_masks), conditioned)
+        states = self.model.condition(tokens)
+        dropped = torch.rand(states.shape[0], generator=generator, device=self.device) < h.cfg_dropout
+        states = torch.where(dropped[:, None, None], self.model.unconditional(states), states)
+        loss_mask = None
+        if h.infill_loss == "masked":
+            loss_mask = ~unknown_pixels(target_masks, target_valid & ~conditioned) | dropped[:, None, None]
+        diffusion = self.model.denoising_loss(batch["target_image"], states, loss_mask=loss_mask, generator=generator)
+
+        other_keep = keep_random_subset(target_valid, h.min_keep_fraction, generator)
+        other = self.model.encode(
+            blank_regions(batch["target_image"], target_masks, target_valid & ~other_keep, h.blank_fill),
+            target_masks,
+            other_keep,
+        )
+        shared = (keep & other_keep).float()
+        cosine = F.cosine_similarity(encoded.appearance.float(), other.appearance.float(), dim=-1)
+        consistency = ((1.0 - cosine) * shared).sum() / shared.sum().clamp(min=1.0)
+        return {"diffusion": diffusion, "consistency": consistency, "conditioned_regions": conditioned.float().sum(1).mean()}
+
+    def consistency_weight(self) -> float:
+        warmup = max(1, self.hparams.consistency_warmup_steps)
+        return self.hparams.consistency_weight * min(1.0, self.global_step / warmup)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = self.losses(batch, self.step_generator())
+        weight = self.consistency_weight()
+        loss = losses["diffusion"] + weight * losses["consistency"]
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/diffusion_loss", losses["diffusion"])
+        self.log("train/consistency_loss", losses["consistency"])
+        self.log("train/consistency_weight", weight)
+        self.log("train/conditioned_regions", losses["conditioned_regions"])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update()
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
+        with self.ema.swapped_in() if self.ema is not None else nullcontext():
+            losses = self.losses(batch, generator)
+        size = batch["target_image"].shape[0]
+        self.log("val/diffusion_loss", losses["diffusion"], batch_size=size, sync_dist=True)
+        self.log("val/consistency_loss", losses["consistency"], batch_size=size, sync_dist=True)
+        return losses
+
+    @torch.no_grad()
+    def reconstruct(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Encode and decode the batch's ``image`` with its ``masks``; (B, 3, H, W) in [0, 1]."""
+        with self.ema.swapped_in() if self.ema is not None else nullcontext():
+            return self.model.reconstruct(
+                batch["image"], batch["masks"], batch["region_valid"],
+                steps=self.hparams.val_decode_steps, cfg_scale=self.hparams.val_cfg_scale,
+                image_size=batch["image"].shape[-1],
+            )
+
+    def log_images(self, batch: dict[str, Any], outputs: Any) -> dict[str, torch.Tensor]:
+        """Grid columns for ``callbacks.image_grid.ImageGrid``: the image, its regions and the reconstruction."""
+        count = min(8, batch["image"].shape[0])
+        small = {key: value[:count] for key, value in batch.items() if isinstance(value, torch.Tensor)}
+        regions = small["masks"].float().argmax(dim=1, keepdim=True).float() / max(1, small["masks"].shape[1] - 1)
+        return {"image": small["image"], "regions": regions.expand(-1, 3, -1, -1), "reconstruction": self.reconstruct(small)}
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        encoder_params = [p for p in self.model.encoder.parameters() if p.requires_grad]
+        encoder_ids = {id(p) for p in encoder_params}
+        other_params = [p for p in self.model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+        lr = self.hparams.learning_rate
+        optimizer = torch.optim.AdamW(
+            [{"params": other_params, "lr": lr},
+             {"params": encoder_params, "lr": lr * self.hparams.encoder_lr_multiplier}],
+            weight_decay=self.hparams.weight_decay,
+        )
+        total = self.trainer.estimated_stepping_batches
+        scheduler = cosine_schedule_with_warmup(optimizer, self.hparams.warmup_steps, int(total), final_fraction=0.1)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
