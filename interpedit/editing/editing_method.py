@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, NotRequired, TypedDict
 
 import torch
@@ -20,7 +21,7 @@ class EditOutput(TypedDict):
     edit_region: NotRequired[torch.Tensor]
 
 
-class EditingMethod(nn.Module):
+class EditingMethod(nn.Module, ABC):
     """Base class of editing methods: ``forward(batch) -> EditOutput``.
 
     ``batch`` is an edit-benchmark batch (see ``datamodules.edit_benchmark``): at least ``source_image``
@@ -31,5 +32,6 @@ class EditingMethod(nn.Module):
 
     name: str = "method"
 
-    def forward(self, batch: dict[str, Any]) -> EditOutput:  # noqa: D102 - documented on the class
-        raise NotImplementedError(f"{type(self).__name__} must implement forward(batch) -> EditOutput")
+    @abstractmethod
+    def forward(self, batch: dict[str, Any]) -> EditOutput:
+        """Edit a benchmark batch (see the class docstring)."""
