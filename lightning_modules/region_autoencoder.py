@@ -50,7 +50,8 @@ class RegionAutoencoderModule(LightningModule):
         vae: AutoencoderKL hub id/folder (subfolder ``vae``) for latent diffusion; None decodes pixels.
         unet_training: ``full`` fine-tunes the UNet, ``cross_attention`` trains only its cross-attention layers.
         learning_rate: AdamW learning rate for the effective batch size (it does not change with the GPU count).
-        encoder_lr_multiplier: learning-rate factor for the encoder's trainable parameters.
+        encoder_lr_multiplier: learning-rate factor for the region encoder's and the conditioning's trainable
+            parameters (mostly new layers, next to a pretrained UNet).
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up before the cosine decay.
         min_keep_fraction: region dropout keeps between this fraction and all of a sample's regions.
@@ -60,6 +61,7 @@ class RegionAutoencoderModule(LightningModule):
         consistency_warmup_steps: steps of linear warm-up of that weight.
         cfg_dropout: probability of replacing a sample's whole conditioning with the unconditional one.
         ema_decay: decay of an EMA of the trainable weights, used for validation and edits; None turns it off.
+        ema_warmup: EMA warm-up: the decay at update n is min(ema_decay, (1 + n) / (1 + n + ema_warmup)).
         gradient_checkpointing: recompute UNet activations in the backward pass to save memory.
         seed: seed of the per-step noise, so a resumed run draws what an unbroken one would.
         val_decode_steps: DDIM steps for the reconstructions drawn in validation.
@@ -84,6 +86,7 @@ class RegionAutoencoderModule(LightningModule):
         consistency_warmup_steps: int = 2000,
         cfg_dropout: float = 0.1,
         ema_decay: float | None = None,
+        ema_warmup: int = 0,
         gradient_checkpointing: bool = False,
         seed: int = 0,
         val_decode_steps: int = 25,
@@ -104,12 +107,14 @@ class RegionAutoencoderModule(LightningModule):
                     parameter.requires_grad_(True)
         if gradient_checkpointing:
             self.model.unet.enable_gradient_checkpointing()
-        self.ema = EMA(self.model, decay=ema_decay) if ema_decay is not None else None
+        self.ema = EMA(self.model, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None else None
+        self._ema_step = 0
 
     # ------------------------------------------------------------------ training
-    def step_generator(self) -> torch.Generator:
-        """Noise, timesteps and region subsets of this step, from (seed, step, rank): resumes draw the same."""
-        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank
+    def step_generator(self, batch_idx: int) -> torch.Generator:
+        """Noise, timesteps and region subsets of this batch, from (seed, step, batch, rank): a resumed run draws
+        what an unbroken one would, and accumulated micro-batches of one step draw differently."""
+        seed = ((self.hparams.seed * 1_000_003 + self.global_step) * 10_007 + batch_idx) * 1_009 + self.global_rank
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def losses(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -148,7 +153,7 @@ class RegionAutoencoderModule(LightningModule):
         return self.hparams.consistency_weight * min(1.0, self.global_step / warmup)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        losses = self.losses(batch, self.step_generator())
+        losses = self.losses(batch, self.step_generator(batch_idx))
         weight = self.consistency_weight()
         loss = losses["diffusion"] + weight * losses["consistency"]
         self.log("train/loss", loss, prog_bar=True)
@@ -158,8 +163,13 @@ class RegionAutoencoderModule(LightningModule):
         self.log("train/conditioned_regions", losses["conditioned_regions"])
         return loss
 
+    def on_train_start(self) -> None:
+        self._ema_step = self.global_step  # also after a resume
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
+        # Once per optimiser step, not per accumulated micro-batch.
+        if self.ema is not None and self.global_step != self._ema_step:
+            self._ema_step = self.global_step
             self.ema.update()
 
     # ------------------------------------------------------------------ evaluation
@@ -191,13 +201,14 @@ class RegionAutoencoderModule(LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
-        encoder_params = [p for p in self.model.encoder.parameters() if p.requires_grad]
-        encoder_ids = {id(p) for p in encoder_params}
-        other_params = [p for p in self.model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+        new_layers = [*self.model.encoder.parameters(), *self.model.conditioning.parameters()]
+        new_params = [p for p in new_layers if p.requires_grad]
+        new_ids = {id(p) for p in new_params}
+        unet_params = [p for p in self.model.parameters() if p.requires_grad and id(p) not in new_ids]
         lr = self.hparams.learning_rate
         optimizer = torch.optim.AdamW(
-            [{"params": other_params, "lr": lr},
-             {"params": encoder_params, "lr": lr * self.hparams.encoder_lr_multiplier}],
+            [{"params": unet_params, "lr": lr},
+             {"params": new_params, "lr": lr * self.hparams.encoder_lr_multiplier}],
             weight_decay=self.hparams.weight_decay,
         )
         total = self.trainer.estimated_stepping_batches

@@ -46,6 +46,17 @@ def test_training_logs_losses_and_reconstruction_grids(trained):
     assert (root / "checkpoints/last.ckpt").exists()
     state = torch.load(root / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     assert any(key.startswith("ema.") for key in state)  # the EMA weights are checkpointed
+    assert int(cli.model.ema.num_updates) == cli.trainer.global_step == 4
+
+
+def test_accumulated_micro_batches_draw_differently_and_update_the_ema_once_per_step(tmp_path):
+    with patch.object(sys, "argv", ["train.py"]):
+        cli = cli_main(["fit", "--config", EXPERIMENT, "--config", TINY, "--trainer.default_root_dir", str(tmp_path),
+                        "--trainer.accumulate_grad_batches", "2", "--trainer.max_steps", "2",
+                        "--trainer.limit_val_batches", "0"])
+    assert cli.trainer.global_step == 2 and int(cli.model.ema.num_updates) == 2
+    first, second = cli.model.step_generator(0), cli.model.step_generator(1)
+    assert not torch.equal(torch.rand(4, generator=first), torch.rand(4, generator=second))
 
 
 def test_decoder_is_conditioned_on_target_view_positions(trained, monkeypatch):
