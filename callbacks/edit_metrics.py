@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from interpedit.metrics import (
     BackgroundPreservation,
     CLIPSimilarity,
     GroundTruthMetrics,
+    ReconstructionQuality,
     StructureDistance,
 )
 
@@ -47,14 +49,15 @@ def structure_metric(backbone: str, pie_bench_compat: bool) -> StructureDistance
 class EditMetrics(Callback):
     """Runs the editing metrics on the edits a LightningModule returns from ``validation_step``/``test_step``.
 
-    The step must return an ``EditOutput`` dict (``edited``, optional ``edit_region``) for an edit-benchmark batch
-    (``datamodules.edit_benchmark``). Per stage and epoch it logs ``<stage>/<group>/<metric>`` (synced over DDP
-    ranks by torchmetrics; the arithmetic stays float32 under bf16-mixed) and keeps ``results[stage] = (overall,
-    rows)``: the means, with None for metrics that could not be computed, and one row of per-image values per image
-    gathered from every rank, for ``EvaluationReport``.
+    The step must return an ``EditOutput`` dict (``edited``, optional ``edit_region`` and ``reconstruction``) for an
+    edit-benchmark batch (``datamodules.edit_benchmark``). Per stage and epoch it logs ``<stage>/<group>/<metric>``
+    (synced over DDP ranks by torchmetrics; the arithmetic stays float32 under bf16-mixed) and keeps
+    ``results[stage] = (overall, rows)``: the means, with None for metrics that could not be computed, and one row of
+    per-image values per image gathered from every rank, for ``EvaluationReport``.
 
     Background metrics are measured where the benchmark has an edit mask; ground-truth metrics where it has a
-    true target (shapes benchmarks).
+    true target (shapes benchmarks); reconstruction metrics (``reconstruction/psnr|ssim``) on the batches whose
+    output has a ``reconstruction``, and left out of the results when none had one.
 
     Args:
         structure_backbone: timm ViT name, hub id or folder for structure distance (PIE-Bench: ``dino_vitb8``), or a
@@ -99,6 +102,7 @@ class EditMetrics(Callback):
             self.groups["clip"] = CLIPSimilarity(self.clip_model, pie_bench_compat=self.pie_bench_compat)
         if self.ground_truth:
             self.groups["gt"] = GroundTruthMetrics()
+        self.groups["reconstruction"] = ReconstructionQuality()
         for metric in self.groups.values():
             metric.to(pl_module.device)
 
@@ -142,8 +146,13 @@ class EditMetrics(Callback):
                 target_scene=_select(batch["target_scene"], with_target),
                 target_object_index=batch["target_object_index"][with_target],
                 supersample=batch["supersample"][with_target],
+                target_labels=batch["target_labels"][with_target] if "target_labels" in batch else None,
             )
             collect(self.groups["gt"], with_target)
+        reconstruction = output.get("reconstruction")
+        if reconstruction is not None and "reconstruction" in self.groups:
+            self.groups["reconstruction"].update(reconstruction, source)
+            collect(self.groups["reconstruction"], everything)
         for i in range(size):
             row = {"image_id": batch["image_id"][i], "edit_type_id": batch["edit_type_id"][i],
                    "edit_type": batch["edit_type"][i]}
@@ -171,9 +180,13 @@ class EditMetrics(Callback):
     def _finish(self, pl_module: LightningModule, stage: str, prefix: str) -> None:
         overall: dict[str, float | None] = {}
         for metric in self.groups.values():
-            computed = metric.compute()  # collective under DDP: every rank calls it
+            with warnings.catch_warnings():
+                # A group no batch updated (no masks, no targets, no reconstructions) is expected: its metrics are
+                # left out below, so torchmetrics' "compute before update" warning is noise.
+                warnings.filterwarnings("ignore", message=r"The ``compute`` method of metric .* was called before")
+                computed = metric.compute()  # collective under DDP: every rank calls it
             for name, value in computed.items():
-                # A metric defined for no image of this benchmark (no masks, no targets) is left out.
+                # A metric defined for no image (no masks, no targets, no reconstructions) is left out.
                 if not name.endswith(COUNT_SUFFIX) and int(computed[name + COUNT_SUFFIX]) > 0:
                     overall[name] = float(value)
             for name in getattr(metric, "unavailable", {}):

@@ -7,6 +7,7 @@ its index: epochs are reproducible, and worker processes give the same batches a
 Export a benchmark (PIE-Bench layout, see ``interpedit.shapes.export``)::
 
     python -m datamodules.shapes export --out DIR --num-scenes N --seed S [--resolution R] [--edits move,remove]
+        [--backgrounds solid,gradient]
 """
 
 from __future__ import annotations
@@ -318,14 +319,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(EDIT_TYPES),
         help=f"comma-separated edit types, cycled over the scenes (default all: {','.join(EDIT_TYPES)})",
     )
+    export.add_argument(
+        "--backgrounds",
+        default=",".join(BACKGROUND_KINDS),
+        help=f"comma-separated background kinds to draw from (default all: {','.join(BACKGROUND_KINDS)})",
+    )
     export.add_argument("--min-objects", type=int, default=2, help="fewest objects per scene (default 2)")
     export.add_argument("--max-objects", type=int, default=4, help="most objects per scene (default 4)")
     args = parser.parse_args(argv)
 
     edits = tuple(name.strip() for name in args.edits.split(",") if name.strip())
+    backgrounds = tuple(name.strip() for name in args.backgrounds.split(",") if name.strip())
     try:
-        validate_export_arguments(args.num_scenes, args.resolution, edits)
-        config = SceneConfig(min_objects=args.min_objects, max_objects=args.max_objects)
+        validate_export_arguments(args.num_scenes, args.resolution, edits, backgrounds)
+        config = SceneConfig(min_objects=args.min_objects, max_objects=args.max_objects, backgrounds=backgrounds)
     except ValueError as error:
         export.error(str(error))
     counts = export_benchmark(

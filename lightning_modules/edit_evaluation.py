@@ -50,8 +50,10 @@ class EditEvaluationModule(LightningModule):
         return self(batch)
 
     def log_images(self, batch: dict[str, Any], output: EditOutput) -> dict[str, torch.Tensor]:
-        """Columns of the image grid: source | edited | masks | target (when known). Each (B, 3, H, W) in [0, 1]."""
+        """Columns of the image grid: source | edited | reconstruction (autoencoders) | masks | target (when known). Each (B, 3, H, W) in [0, 1]."""
         columns = {"source": batch["source_image"], "edited": output["edited"]}
+        if "reconstruction" in output:
+            columns["reconstruction"] = output["reconstruction"]
         if bool(batch["has_mask"].any()):
             columns["edit mask"] = batch["edit_mask"][:, None].float().expand(-1, 3, -1, -1)
         if "edit_region" in output:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from lightning.pytorch import LightningModule
 
 from interpedit.backbones import load_diffusers_model, load_scheduler
 from interpedit.diffusion import EMA
 from interpedit.optim import cosine_schedule_with_warmup
+from interpedit.shapes.scene import SceneConfig
 from interpedit.region import RegionEncoder, RegionTokenSet, region_positions
+from interpedit.region.demo_edits import demo_edits
 from interpedit.region.region_autoencoder import RegionAutoencoder
+from interpedit.evaluation.labelled_grid import save_labelled_grid
+from interpedit.region.pretrained import WEIGHTS_NAME, load_region_autoencoder, PretrainedFormatError, instantiate_spec, save_region_autoencoder, without_pretrained_backbone
 from interpedit.region.region_dropout import blank_regions, keep_random_subset, unknown_pixels
 
 
@@ -192,12 +199,29 @@ class RegionAutoencoderModule(LightningModule):
                 image_size=batch["image"].shape[-1],
             )
 
+    @torch.no_grad()
+    def edits(self, batch: dict[str, Any], seed: int = 0) -> dict[str, torch.Tensor]:
+        """Reconstruct, move, remove and swap of the batch's ``image`` (``interpedit.region.demo_edits``): region 0
+        moves across the image, is removed, and trades appearance with region 1. Uses the EMA weights when kept."""
+        h = self.hparams
+        with self.ema.swapped_in() if self.ema is not None else nullcontext():
+            return demo_edits(
+                self.model, batch["image"], batch["masks"], batch["region_valid"],
+                steps=h.val_decode_steps, cfg_scale=h.val_cfg_scale, seed=seed,
+            )
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """The :meth:`edits` of a batch of scenes (``image``, ``masks``, ``region_valid``)."""
+        return self.edits(batch, seed=self.hparams.seed + batch_idx)
+
     def log_images(self, batch: dict[str, Any], outputs: Any) -> dict[str, torch.Tensor]:
-        """Grid columns for ``callbacks.image_grid.ImageGrid``: the image, its regions and the reconstruction."""
+        """Grid columns for ``callbacks.image_grid.ImageGrid``: the image, its regions, the reconstruction and the
+        move/remove/swap edits of its first region."""
         count = min(8, batch["image"].shape[0])
         small = {key: value[:count] for key, value in batch.items() if isinstance(value, torch.Tensor)}
         regions = small["masks"].float().argmax(dim=1, keepdim=True).float() / max(1, small["masks"].shape[1] - 1)
-        return {"image": small["image"], "regions": regions.expand(-1, 3, -1, -1), "reconstruction": self.reconstruct(small)}
+        columns = self.edits(small, seed=self.hparams.seed)
+        return {"image": columns.pop("source"), "regions": regions.expand(-1, 3, -1, -1), **columns}
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
@@ -214,3 +238,120 @@ class RegionAutoencoderModule(LightningModule):
         total = self.trainer.estimated_stepping_batches
         scheduler = cosine_schedule_with_warmup(optimizer, self.hparams.warmup_steps, int(total), final_fraction=0.1)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# ---------------------------------------------------------------------- export
+def export_pretrained(
+    checkpoint: str | Path,
+    out: str | Path,
+    config: str | Path | None = None,
+    use_ema: bool = True,
+    dtype: str = "float32",
+) -> Path:
+    """Write a training checkpoint as a ``interpedit.region.pretrained`` folder (JSON + safetensors).
+
+    Args:
+        checkpoint: a ``.ckpt`` written by ``train.py fit`` with this module.
+        out: destination folder.
+        config: the run's ``config.yaml`` (LightningCLI writes it into the log directory); default: the newest
+            ``lightning_logs/version_*/config.yaml`` next to the checkpoint's ``checkpoints/`` folder.
+        use_ema: save the EMA weights when the run kept an EMA.
+        dtype: ``float32``, or ``float16``/``bfloat16`` to halve the file (loading casts back to float32).
+    """
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"export: dtype {dtype!r} is not one of float32, float16, bfloat16")
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"export: no checkpoint at {checkpoint}")
+    config_path = Path(config) if config is not None else _run_config(checkpoint)
+    with open(config_path) as handle:
+        run_config = yaml.safe_load(handle)
+    try:
+        model_spec = run_config["model"]
+        if model_spec["class_path"].rpartition(".")[2] != RegionAutoencoderModule.__name__:
+            raise PretrainedFormatError(config_path, f"model.class_path is {model_spec['class_path']!r}, not a region autoencoder")
+        init_args = dict(model_spec["init_args"])
+        encoder_spec = init_args.pop("encoder")
+    except (KeyError, TypeError) as exc:
+        raise PretrainedFormatError(config_path, f"missing field model.init_args.encoder ({exc})") from exc
+    module = RegionAutoencoderModule(instantiate_spec(without_pretrained_backbone(encoder_spec), source=config_path, where="model.init_args.encoder"), **init_args)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    with module.ema.swapped_in() if (use_ema and module.ema is not None) else nullcontext():
+        return save_region_autoencoder(
+            module.model, out, encoder_spec,
+            extra={"trained_steps": int(state.get("global_step", 0)), "ema": bool(use_ema and module.ema is not None)},
+            dtype=getattr(torch, dtype),
+        )
+
+
+def _run_config(checkpoint: Path) -> Path:
+    candidates = sorted(
+        checkpoint.resolve().parent.parent.glob("lightning_logs/version_*/config.yaml"), key=lambda p: p.stat().st_mtime
+    )
+    if not candidates:
+        raise FileNotFoundError(
+            f"export: no lightning_logs/version_*/config.yaml next to {checkpoint.parent}; pass --config"
+        )
+    return candidates[-1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_modules.region_autoencoder",
+        description="Export a region autoencoder checkpoint as a folder that interpedit.region.pretrained loads.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser("export", help="checkpoint -> region_autoencoder.json + model.safetensors")
+    export.add_argument("--ckpt", required=True, help="the .ckpt to export")
+    export.add_argument("--out", required=True, help="destination folder")
+    export.add_argument("--config", default=None, help="the run's config.yaml (default: found next to the ckpt)")
+    export.add_argument("--no-ema", action="store_true", help="save the training weights, not the EMA")
+    export.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                        help="stored precision of the weights (float16 halves the file)")
+    grid = sub.add_parser("grid", help="PNG of reconstruct/move/remove/swap on held-out shapes scenes")
+    grid.add_argument("--model", required=True, help="a region autoencoder folder (written by export)")
+    grid.add_argument("--out", required=True, help="PNG file to write")
+    grid.add_argument("--num-scenes", type=int, default=8, help="rows (test-split scenes with 2-4 objects)")
+    grid.add_argument("--resolution", type=int, default=32, help="scene side in pixels (the model's)")
+    grid.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    grid.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale")
+    grid.add_argument("--seed", type=int, default=0, help="scene and noise seed")
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        folder = export_pretrained(args.ckpt, args.out, args.config, use_ema=not args.no_ema, dtype=args.dtype)
+        size = (folder / WEIGHTS_NAME).stat().st_size / 2**20
+        print(f"wrote {folder} ({WEIGHTS_NAME}: {size:.1f} MiB)")
+    else:
+        path = write_edit_grid(args.model, args.out, num_scenes=args.num_scenes, resolution=args.resolution,
+                               steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed)
+        print(f"wrote {path}")
+
+
+def write_edit_grid(
+    model: str | Path,
+    out: str | Path,
+    *,
+    num_scenes: int = 8,
+    resolution: int = 32,
+    steps: int = 25,
+    cfg_scale: float = 1.0,
+    seed: int = 0,
+) -> Path:
+    """Decode reconstruct/move/remove/swap of held-out shapes scenes (test split, 2-4 objects, solid or gradient
+    backgrounds) with a saved region autoencoder and write them as a labelled PNG grid."""
+    from datamodules.shapes import ShapesDataset
+
+    network = load_region_autoencoder(str(model))
+    scenes = SceneConfig(min_objects=2, max_objects=4, backgrounds=("solid", "gradient"))
+    dataset = ShapesDataset("test", num_scenes=num_scenes, seed=seed, resolution=resolution, scene_config=scenes,
+                            include_background_region=True)
+    items = [dataset[i] for i in range(num_scenes)]
+    batch = {key: torch.stack([item[key] for item in items]) for key in ("image", "masks", "region_valid")}
+    columns = demo_edits(network, batch["image"], batch["masks"], batch["region_valid"],
+                         steps=steps, cfg_scale=cfg_scale, seed=seed)
+    return save_labelled_grid(columns, out)
+
+
+if __name__ == "__main__":
+    main()

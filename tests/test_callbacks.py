@@ -54,3 +54,19 @@ def test_effective_batch_size_in_a_real_run(tmp_path, monkeypatch):
                     "--trainer.callbacks.effective_batch_size", "32"])
     # 64 scenes in batches of 16, 2 batches per optimiser step: 2 steps.
     assert cli.trainer.accumulate_grad_batches == 2 and cli.trainer.global_step == 2
+
+
+def test_progress_log_prints_whole_lines_with_losses_and_eta(capsys):
+    from types import SimpleNamespace
+
+    from callbacks.progress_log import ProgressLog
+
+    callback = ProgressLog(every_n_steps=2, only_when_not_a_terminal=False)
+    trainer = SimpleNamespace(global_step=0, max_steps=10, callback_metrics={"train/loss": torch.tensor(0.25), "val/x": 1.0})
+    callback.on_train_start(trainer, None)
+    for step in (1, 2, 2, 3, 4):  # step 2 twice: accumulated micro-batches of one optimiser step print once
+        trainer.global_step = step
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("step 2/10 | train/loss 0.2500 | ") and "ETA" in lines[1]
+    assert "val/x" not in lines[0]

@@ -4,8 +4,10 @@ import json
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from datamodules.edit_benchmark import EditBenchmarkDataModule
 from datamodules.shapes import SceneSampler
@@ -19,7 +21,8 @@ BATCH_KEYS = {
     "target_prompt_bracketed", "instruction", "blended_word", "edit_type_id", "edit_type", "edit_mask", "has_mask",
     "target_image", "has_target", "source_object_mask", "source_object_footprint", "target_object_mask",
     "target_object_footprint", "has_source_object", "has_target_object", "requested_colour", "requested_shape",
-    "target_object", "target_scene", "target_object_index", "supersample",
+    "target_object", "target_scene", "target_object_index", "supersample", "source_labels", "target_labels",
+    "source_scene", "edit",
 }  # fmt: skip
 
 
@@ -71,6 +74,25 @@ def test_batches_hold_every_documented_key_with_its_shape(shapes_root):
     assert batch["target_object_index"].shape == batch["supersample"].shape == (4,)
     assert batch["target_object_index"].dtype == batch["supersample"].dtype == torch.long
     assert isinstance(batch["target_scene"], list) and all(isinstance(text, str) for text in batch["target_scene"])
+    for key in ("source_labels", "target_labels"):
+        assert batch[key].shape == (4, 16, 16) and batch[key].dtype == torch.int64, key
+
+
+@pytest.mark.parametrize("resolution", [None, 16, 48])
+def test_label_maps_are_read_and_resized_like_the_object_masks(shapes_root, resolution):
+    batch = next(iter(EditBenchmarkDataModule(str(shapes_root), batch_size=8, resolution=resolution).test_dataloader()))
+    mapping = json.loads((shapes_root / "mapping_file.json").read_text())
+    for number, image_id in enumerate(batch["image_id"]):
+        edit = mapping[image_id]["edit"]
+        for scene, indices in (("source", edit["objects"]), ("target", edit["target_indices"])):
+            labels = batch[f"{scene}_labels"][number]
+            if resolution is None:  # the exported PNG itself
+                exported = np.array(Image.open(shapes_root / mapping[image_id][f"{scene}_labels_path"]))
+                assert torch.equal(labels, torch.from_numpy(exported.astype(np.int64))), (image_id, scene)
+            assert int(labels.min()) >= 0 and int(labels.max()) <= len(mapping[image_id][f"{scene}_objects"])
+            if indices:  # the object mask is the label map's mask of the edited object, same pixels
+                mask = batch[f"{scene}_object_mask"][number]
+                assert torch.equal(mask, labels == indices[0] + 1), (image_id, scene)
 
 
 def test_target_scenes_round_trip_to_the_exported_scenes(shapes_root):
@@ -83,6 +105,9 @@ def test_target_scenes_round_trip_to_the_exported_scenes(shapes_root):
             tuple(ShapeObject.from_dict(obj) for obj in entry["target_objects"]),
         )
         assert Scene.from_dict(json.loads(batch["target_scene"][number])) == exported, image_id
+        source = Scene(exported.background, tuple(ShapeObject.from_dict(obj) for obj in entry["source_objects"]))
+        assert Scene.from_dict(json.loads(batch["source_scene"][number])) == source, image_id
+        assert json.loads(batch["edit"][number]) == entry["edit"], image_id
         targets = entry["edit"]["target_indices"]
         assert int(batch["target_object_index"][number]) == (targets[0] if targets else -1), image_id
         assert int(batch["supersample"][number]) == entry["supersample"] == 4
@@ -119,6 +144,8 @@ def test_mixed_native_sizes_need_a_resolution_or_batch_size_one(tmp_path):
     batch = next(iter(EditBenchmarkDataModule(str(tmp_path), batch_size=2, resolution=4).test_dataloader()))
     assert batch["source_image"].shape == (2, 3, 4, 4) and batch["edit_type_id"] == ["lr", "lr"]
     assert not batch["has_mask"].any() and not batch["has_target"].any()
+    for key in ("source_labels", "target_labels"):  # no ground truth: -1 everywhere, the images' size
+        assert batch[key].shape == (2, 4, 4) and batch[key].dtype == torch.int64 and (batch[key] == -1).all(), key
 
 
 def test_pie_bench_batches_carry_masks_and_prompts(tmp_path):

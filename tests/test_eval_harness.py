@@ -29,6 +29,9 @@ IDEAL_GROUND_TRUTH = {
     "gt/region_iou": 1.0,
     "gt/colour_accuracy": 1.0,
     "gt/shape_accuracy": 1.0,
+    "gt/object_iou": 1.0,
+    "gt/object_found": 1.0,
+    "gt/centroid_error": 0.0,
 }
 
 

@@ -163,12 +163,24 @@ def test_command_line_exports_and_reports(tmp_path, capsys):
     assert [e["edit"]["type"] for e in mapping.values()] == ["remove", "swap"]
 
 
+def test_command_line_backgrounds_restrict_the_scenes(tmp_path):
+    arguments = ["export", "--out", str(tmp_path), "--num-scenes", "12", "--seed", "1"]
+    assert main([*arguments, "--backgrounds", "solid, gradient"]) == 0
+    kinds = [entry["background"]["kind"] for entry in json.loads((tmp_path / "mapping_file.json").read_text()).values()]
+    assert set(kinds) == {"solid", "gradient"}  # no noise, and both kinds drawn
+    assert main([*arguments, "--out", str(tmp_path / "noise"), "--backgrounds", "noise"]) == 0
+    mapping = json.loads((tmp_path / "noise" / "mapping_file.json").read_text())
+    assert {entry["background"]["kind"] for entry in mapping.values()} == {"noise"}
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
         (["--edits", "move,fly"], "edits: fly not valid; choose from move, resize, recolour, reshape, rotate, remove"),
         (["--resolution", "48"], "invalid choice: 48 (choose from 32, 64, 128, 256)"),
         (["--num-scenes", "0"], "num_scenes: must be at least 1"),
+        (["--backgrounds", "solid,plaid"], "backgrounds: plaid not valid; choose from solid, gradient, noise"),
+        (["--backgrounds", ","], "backgrounds: none given not valid; choose from solid, gradient, noise"),
     ],
 )
 def test_command_line_rejects_bad_arguments(tmp_path, capsys, arguments, message):

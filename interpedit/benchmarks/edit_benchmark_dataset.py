@@ -27,6 +27,13 @@ edit's objects (a swap's second object mirrors it):
   ``target_object_index``: () long, the primary edited object's index in it, -1 when there is none (remove);
   ``supersample``: () long, the renderer's samples per pixel side of the export, 0 without ground truth.
   ``render(scene, side, supersample)`` redraws the target image, which is how shape accuracy judges shapes.
+- ``source_scene``: str, the source scene as JSON, like ``target_scene``; ``edit``: str, the exact edit as JSON
+  (``type``, ``params``, ``objects``, ``target_indices``, as in the export; see ``interpedit.shapes.edits``), which
+  is how methods that take structured requests (the region autoencoder) read what to do; ``""`` without ground
+  truth.
+- ``source_labels``, ``target_labels``: (H, W) int64 instance label maps of the whole source and target scenes
+  (0 = background, ``i + 1`` = object ``i`` of that scene, the renderer's majority rule), resized like the masks
+  (nearest-exact); all -1 without ground truth.
 
 Resizing (``resolution`` an int): the shorter side is scaled to ``resolution`` (images bilinear with
 antialiasing, masks nearest-exact, so both sample the same pixel centres), then the centre
@@ -129,23 +136,35 @@ class EditBenchmarkDataset(Dataset):
                 "size": torch.tensor(-1),
             },
             "target_scene": "",
+            "source_scene": "",
+            "edit": "",
             "target_object_index": torch.tensor(-1),
             "supersample": torch.tensor(0),
+            "source_labels": torch.full(tuple(out_size), -1, dtype=torch.long),
+            "target_labels": torch.full(tuple(out_size), -1, dtype=torch.long),
         }
         if truth is None:
             return fields
         fields["target_image"] = self._fit_image(self._load_image(sample, truth.target_image))
         fields["target_scene"] = json.dumps(truth.target_scene.to_dict())
+        fields["source_scene"] = json.dumps(truth.source_scene.to_dict())
+        fields["edit"] = json.dumps(truth.edit)
         fields["supersample"] = torch.tensor(truth.supersample)
         where = f"entry {sample.image_id!r}"
+        source_labels = read_label_map(
+            truth.source_labels, source=sample.benchmark_file, where=f"{where}: source labels"
+        )
+        target_labels = read_label_map(
+            truth.target_labels, source=sample.benchmark_file, where=f"{where}: target labels"
+        )
+        fields["source_labels"] = self._fit_mask(torch.from_numpy(source_labels))
+        fields["target_labels"] = self._fit_mask(torch.from_numpy(target_labels))
         if truth.source_index is not None:
-            labels = read_label_map(truth.source_labels, source=sample.benchmark_file, where=f"{where}: source labels")
-            fields["source_object_mask"] = self._fit_mask(torch.from_numpy(labels == truth.source_index + 1))
+            fields["source_object_mask"] = self._fit_mask(torch.from_numpy(source_labels == truth.source_index + 1))
             fields["source_object_footprint"] = self._footprint(sample, truth, "source", truth.source_index)
             fields["has_source_object"] = torch.tensor(True)
         if truth.target_index is not None:
-            labels = read_label_map(truth.target_labels, source=sample.benchmark_file, where=f"{where}: target labels")
-            fields["target_object_mask"] = self._fit_mask(torch.from_numpy(labels == truth.target_index + 1))
+            fields["target_object_mask"] = self._fit_mask(torch.from_numpy(target_labels == truth.target_index + 1))
             fields["target_object_footprint"] = self._footprint(sample, truth, "target", truth.target_index)
             fields["has_target_object"] = torch.tensor(True)
             fields["target_object_index"] = torch.tensor(truth.target_index)
@@ -182,7 +201,7 @@ class EditBenchmarkDataset(Dataset):
         return self._centre_crop(resized)
 
     def _fit_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        """(H, W) bool -> (R, R), nearest-exact, the same pixels ``_fit_image`` keeps."""
+        """(H, W) bool or label map -> (R, R), nearest-exact, the same pixels ``_fit_image`` keeps."""
         if self.resolution is None:
             return mask
         height, width = mask.shape

@@ -71,6 +71,21 @@ class ShapesGroundTruth:
         return Scene(background=self.background, objects=self.target_objects)
 
     @property
+    def source_scene(self) -> Scene:
+        """The scene before the edit, as rendered into the source image."""
+        return Scene(background=self.background, objects=self.source_objects)
+
+    @property
+    def edit(self) -> dict[str, Any]:
+        """The exact edit as exported: ``type``, ``params``, ``objects`` (source indices), ``target_indices``."""
+        return {
+            "type": self.edit_name,
+            "params": self.params,
+            "objects": list(self.source_indices),
+            "target_indices": list(self.target_indices),
+        }
+
+    @property
     def target_object(self) -> ShapeObject | None:
         """The primary edited object as it should look after the edit, or None (remove)."""
         index = self.target_index

@@ -15,10 +15,13 @@ class EditOutput(TypedDict):
     - ``edited``: (B, 3, H, W) float in [0, 1], the edited images at the batch's resolution.
     - ``edit_region``: optional (B, H, W) bool, the region the method itself chose to edit (a DiffEdit mask, a
       Learnable Regions box); measured against the true changed region where one is known.
+    - ``reconstruction``: optional (B, 3, H, W) float in [0, 1], the method's re-encoding of the source without any
+      edit (autoencoding methods); measured against the source (``reconstruction/psnr``, ``reconstruction/ssim``).
     """
 
     edited: torch.Tensor
     edit_region: NotRequired[torch.Tensor]
+    reconstruction: NotRequired[torch.Tensor]
 
 
 class EditingMethod(nn.Module, ABC):

@@ -19,7 +19,10 @@ Groups, keys and definitions (each module's docstring has the details, both the 
 - ``BackgroundPreservation``: ``background/psnr|ssim|mse|lpips`` (``background_preservation``).
 - ``CLIPSimilarity``: ``clip/whole|edited|directional`` (``clip_similarity``).
 - ``GroundTruthMetrics``: ``gt/psnr_edited|psnr_unedited|ssim_edited|ssim_unedited|region_iou|colour_accuracy|
-  shape_accuracy`` (``ground_truth``, ``attribute_accuracy``).
+  shape_accuracy|object_iou|object_found|centroid_error`` (``ground_truth``, ``attribute_accuracy``,
+  ``object_placement``).
+- ``ReconstructionQuality``: ``reconstruction/psnr|ssim``, a method's unedited re-encoding vs the source
+  (``reconstruction``).
 
 Values are raw. PIE-Bench's tables print StructDist x10^3, LPIPS x10^3, MSE x10^4 and SSIM x10^2.
 """
@@ -46,7 +49,7 @@ from interpedit.metrics.clip_similarity import (
     clip_text_embeddings,
     directional_similarity,
 )
-from interpedit.metrics.ground_truth import GroundTruthMetrics, region_iou
+from interpedit.metrics.ground_truth import GROUND_TRUTH_KEYS, GroundTruthMetrics, region_iou
 from interpedit.metrics.lpips_distance import TorchmetricsLPIPS, build_lpips
 from interpedit.metrics.masked_image_quality import (
     PSNR_CAP_DB,
@@ -56,21 +59,41 @@ from interpedit.metrics.masked_image_quality import (
     masked_ssim,
     ssim_map,
 )
+from interpedit.metrics.object_placement import (
+    PLACEMENT_KEYS,
+    ambiguous_truth_mask,
+    mask_centroids,
+    object_placement,
+    placement_metrics,
+    predicted_object_mask,
+    render_backgrounds,
+)
 from interpedit.metrics.per_image_average import COUNT_SUFFIX, PerImageAverage
+from interpedit.metrics.reconstruction import (
+    RECONSTRUCTION_KEYS,
+    ReconstructionQuality,
+    reconstruction_psnr,
+    reconstruction_ssim,
+)
 from interpedit.metrics.structure_distance import StructureDistance, self_similarity_distance
 from interpedit.metrics.vit_keys import capture_keys, key_self_similarity, vit_keys
 
 __all__ = [
     "COUNT_SUFFIX",
+    "GROUND_TRUTH_KEYS",
     "MAX_PALETTE_DISTANCE",
+    "PLACEMENT_KEYS",
     "PSNR_CAP_DB",
+    "RECONSTRUCTION_KEYS",
     "SHAPE_TIE_TOLERANCE",
     "BackgroundPreservation",
     "CLIPSimilarity",
     "GroundTruthMetrics",
     "PerImageAverage",
+    "ReconstructionQuality",
     "StructureDistance",
     "TorchmetricsLPIPS",
+    "ambiguous_truth_mask",
     "background_lpips",
     "background_mse",
     "background_psnr",
@@ -84,11 +107,18 @@ __all__ = [
     "directional_similarity",
     "force_mask_border",
     "key_self_similarity",
+    "mask_centroids",
     "masked_mse",
     "masked_psnr",
     "masked_ssim",
+    "object_placement",
     "palette_labels",
+    "placement_metrics",
+    "predicted_object_mask",
+    "reconstruction_psnr",
+    "reconstruction_ssim",
     "region_iou",
+    "render_backgrounds",
     "self_similarity_distance",
     "shape_accuracy",
     "shape_render_errors",

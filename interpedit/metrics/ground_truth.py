@@ -11,6 +11,13 @@ Keys (each with a ``_count``):
 - ``gt/colour_accuracy``, ``gt/shape_accuracy``: 1 or 0 per image, whether the edited object has the requested
   colour and shape, judged from the edited pixels (``attribute_accuracy``: the colour by majority palette label,
   the shape by re-rendering the true target scene with each candidate shape); NaN where not requested (-1).
+- ``gt/object_iou``, ``gt/object_found``, ``gt/centroid_error``: where the edited object ended up
+  (``object_placement``): its pixels in the edited image are those whose nearest colour, among the palette and the
+  true background's colour at that pixel, is the object's colour (less the pixels the true target label map gives
+  to other objects of that colour); against the object's true label mask, both masks less the true target's
+  anti-aliased (ambiguous) pixels: their IoU, 1 if any pixel was found, and the distance in pixels between their
+  centroids (NaN when none was found). The true target scores 1, 1 and 0. NaN where the edited object is not in
+  the target (``target_object_index`` -1, e.g. remove) and everywhere when ``target_object_index`` is not given.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from interpedit.metrics.attribute_accuracy import (
 )
 from interpedit.metrics.masked_image_quality import PSNR_CAP_DB, masked_psnr, masked_ssim
 from interpedit.metrics.metric_inputs import check_images, check_mask, check_same_shape, float32_arithmetic
+from interpedit.metrics.object_placement import PLACEMENT_KEYS, placement_metrics
 from interpedit.metrics.per_image_average import PerImageAverage
 from interpedit.shapes import COLOURS, SHAPES
 
@@ -40,6 +48,7 @@ GROUND_TRUTH_KEYS = (
     "gt/region_iou",
     "gt/colour_accuracy",
     "gt/shape_accuracy",
+    *PLACEMENT_KEYS,
 )
 
 
@@ -97,6 +106,7 @@ class GroundTruthMetrics(PerImageAverage):
         target_scene: Sequence[str] | None = None,
         target_object_index: Tensor | None = None,
         supersample: Tensor | int | None = None,
+        target_labels: Tensor | None = None,
     ) -> None:
         """Add a batch (names as in the edit-benchmark batch).
 
@@ -114,6 +124,12 @@ class GroundTruthMetrics(PerImageAverage):
             target_object_index: (B,) long, the edited object's index in its target scene, -1 where there is none.
             supersample: (B,) long or one int, the renderer's samples per pixel side the benchmark was rendered
                 with.
+            target_labels: (B, H, W) integer true target label maps (0 = background, ``i + 1`` = object ``i``);
+                object placement leaves out the pixels of other objects of the edited object's colour. Without it
+                nothing is left out.
+
+        Object placement is measured where ``target_object_index`` is given and >= 0 (with ``requested_colour``,
+        ``target_object_mask`` and ``target_scene``, whose background it renders); NaN elsewhere.
         """
         where = f"{type(self).__name__}.update"
         edited = check_images(where, "edited", edited)
@@ -131,6 +147,7 @@ class GroundTruthMetrics(PerImageAverage):
                 "gt/region_iou": undefined,
                 "gt/colour_accuracy": undefined,
                 "gt/shape_accuracy": undefined,
+                **{key: undefined for key in PLACEMENT_KEYS},
             }
             if edit_region is not None:
                 edit_region = check_mask(where, "edit_region", edit_region, edited)
@@ -173,4 +190,41 @@ class GroundTruthMetrics(PerImageAverage):
                     edited, object_mask, shapes, target_scene, target_object_index, supersample,
                     self.max_palette_distance, self.shape_tie_tolerance,
                 )
+            if target_object_index is not None:
+                values.update(self._placement(where, edited, target, colours, target_object_mask, target_scene,
+                                              target_object_index, target_labels))
         self._accumulate(values)
+
+    @staticmethod
+    def _placement(
+        where: str,
+        edited: Tensor,
+        target: Tensor,
+        colours: Tensor | None,
+        target_object_mask: Tensor | None,
+        target_scene: Sequence[str] | None,
+        target_object_index: Tensor,
+        target_labels: Tensor | None,
+    ) -> dict[str, Tensor]:
+        batch = edited.shape[0]
+        if not isinstance(target_object_index, Tensor) or target_object_index.is_floating_point():
+            raise TypeError(f"{where}: target_object_index must be a (B,) integer tensor (-1 = none)")
+        if tuple(target_object_index.shape) != (batch,):
+            raise ValueError(f"{where}: target_object_index is {tuple(target_object_index.shape)}, expected ({batch},)")
+        if not bool((target_object_index >= 0).any()):
+            return {}
+        missing = [
+            name
+            for name, value in (
+                ("requested_colour", colours),
+                ("target_object_mask", target_object_mask),
+                ("target_scene", target_scene),
+            )
+            if value is None
+        ]
+        if missing:
+            raise ValueError(f"{where}: object placement (target_object_index given) needs {', '.join(missing)}")
+        object_mask = check_mask(where, "target_object_mask", target_object_mask, edited)
+        return placement_metrics(
+            edited, target, colours, object_mask, target_scene, target_object_index, target_labels, where=where
+        )

@@ -56,6 +56,7 @@ import numpy as np
 from PIL import Image
 
 from interpedit.masks.rle import mask_to_coco_rle, mask_to_pie_rle
+from interpedit.shapes.attributes import BACKGROUND_KINDS
 from interpedit.shapes.caption import strip_brackets
 from interpedit.shapes.edits import EDIT_TYPE_IDS, EDIT_TYPES, Edit, EditNotPossible, apply_edit
 from interpedit.shapes.render import Render
@@ -121,8 +122,10 @@ def export_benchmark(
     return dict(counts)
 
 
-def validate_export_arguments(num_scenes: int, resolution: int, edits: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the bad argument."""
+def validate_export_arguments(
+    num_scenes: int, resolution: int, edits: Sequence[str], backgrounds: Sequence[str] = BACKGROUND_KINDS
+) -> None:
+    """Raise ``ValueError`` naming the bad argument (``backgrounds``: kinds the scene sampler may draw)."""
     if num_scenes < 1:
         raise ValueError(f"num_scenes: must be at least 1, got {num_scenes}")
     if resolution not in EXPORT_RESOLUTIONS:
@@ -130,6 +133,11 @@ def validate_export_arguments(num_scenes: int, resolution: int, edits: Sequence[
     unknown = [e for e in edits if e not in EDIT_TYPE_IDS]
     if unknown or not edits:
         raise ValueError(f"edits: {', '.join(unknown) or 'none given'} not valid; choose from {', '.join(EDIT_TYPES)}")
+    unknown = [b for b in backgrounds if b not in BACKGROUND_KINDS]
+    if unknown or not backgrounds:
+        raise ValueError(
+            f"backgrounds: {', '.join(unknown) or 'none given'} not valid; choose from {', '.join(BACKGROUND_KINDS)}"
+        )
 
 
 def draw_edit(

@@ -1,0 +1,46 @@
+"""The ground-truth table of region edits over eval.py runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from interpedit.evaluation.ground_truth_table import main, run_directory
+
+
+def write_run(path, method, rows):
+    path.mkdir(parents=True)
+    (path / "metrics.json").write_text(json.dumps({"method": method, "num_images": len(rows)}))
+    names = sorted({k for row in rows for k in row})
+    with open(path / "per_image.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_columns_average_the_right_edit_types_and_skip_undefined_values(tmp_path):
+    rows = [
+        {"image_id": "a", "edit_type_id": "10", "edit_type": "move", "gt/object_iou": 0.5, "gt/centroid_error": 2.0,
+         "gt/object_found": 1.0, "gt/psnr_unedited": 30.0, "gt/psnr_edited": 10.0, "reconstruction/psnr": 26.0},
+        {"image_id": "b", "edit_type_id": "10", "edit_type": "move", "gt/object_iou": 0.7, "gt/centroid_error": "",
+         "gt/object_found": 0.0, "gt/psnr_unedited": 20.0, "gt/psnr_edited": 12.0, "reconstruction/psnr": 24.0},
+        {"image_id": "c", "edit_type_id": "3", "edit_type": "delete object", "gt/object_iou": "",
+         "gt/centroid_error": "", "gt/object_found": "", "gt/psnr_unedited": 25.0, "gt/psnr_edited": 23.0,
+         "reconstruction/psnr": 25.0},
+    ]
+    write_run(tmp_path / "rae" / "lightning_logs" / "version_0", "region_autoencoder", rows)
+    table = main([str(tmp_path / "rae"), "--out", str(tmp_path / "table.md")])
+    line = next(row for row in table.splitlines() if row.startswith("| region_autoencoder"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[:5] == ["region_autoencoder", "3", "25.0000", "0.6000", "2.0000"]
+    assert cells[5] == "0.5000" and cells[6] == "n/a" and cells[7] == "n/a"  # found; no resize; no swap
+    assert cells[8] == "23.0000" and cells[9] == "25.0000"  # remove-region PSNR; untouched over all
+    assert table.splitlines()[-1].startswith("| target")
+    assert (tmp_path / "table.md").read_text().strip() == table
+
+
+def test_a_folder_without_results_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no per_image.csv"):
+        run_directory(tmp_path)
