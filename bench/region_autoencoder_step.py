@@ -173,6 +173,7 @@ def sd15_config(folder: Path, resolution: int, seed: int) -> str:
             "unet": {**SD15_UNET, "sample_size": resolution // 8},
             "scheduler": SD15_SCHEDULER,
             "vae": str(folder),
+            "coordinate_channels": False,  # SD's UNet takes the 4 latent channels only
         }},
     })
 
@@ -337,7 +338,9 @@ def text_conditioned_step(bench: Bench, device: torch.device, seed: int, precomp
             x0 = model.to_decoder_space(images)  # the VAE encoding with sd15, as in diffusers' script
             noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
             t = model.schedule.sample_timesteps(x0.shape[0], generator=generator, device=device)
-            output = unet(model.schedule.add_noise(x0, noise, t), t, encoder_hidden_states=states).sample
+            # The same UNet input as (a): with coordinate channels on, both get them.
+            noisy = model.unet_input(model.schedule.add_noise(x0, noise, t))
+            output = unet(noisy, t, encoder_hidden_states=states).sample
             loss = diffusion_loss(output, training_target(model.schedule, x0, noise, t))
         loss.backward()
         clip_and_step(parameters, optimizer, bench.gradient_clip_val)

@@ -39,6 +39,24 @@ def build_scheduler(scheduler: str | dict[str, Any]) -> DDIMScheduler:
     return DDIMScheduler.from_config(dict(scheduler))
 
 
+def centred_cosine_distance(first: torch.Tensor, second: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Mean ``1 - cos`` between two encodings of the same regions, after removing the tokens' common direction.
+
+    Plain cosine is satisfied by tokens that share one large component, which makes every region's token alike
+    and the decoder unable to tell them apart. Subtracting the mean token of the compared pairs (detached, over
+    both encodings) leaves only what tells regions apart to be matched.
+
+    Args:
+        first, second: (B, K, D) appearance tokens of the two encodings.
+        pairs: (B, K) bool, regions present in both.
+    """
+    weights = pairs.float()
+    count = weights.sum().clamp(min=1.0)
+    mean = ((first + second) * weights[..., None]).sum(dim=(0, 1)).detach() / (2 * count)
+    cosine = F.cosine_similarity(first - mean, second - mean, dim=-1)
+    return ((1.0 - cosine) * weights).sum() / count
+
+
 class RegionAutoencoderModule(LightningModule):
     """The region autoencoder as a Lightning system.
 
@@ -47,7 +65,7 @@ class RegionAutoencoderModule(LightningModule):
     crops teach position control. Target pixels of regions with no token (dropped, or absent from the source
     view) are left out of the loss with ``infill_loss="masked"``: no token speaks for them. A second encoding of
     the target view with another region subset gives the feature-consistency loss (1 - cos between the two
-    appearance tokens of each region kept in both), so that a region's token does not depend on its neighbours
+    appearance tokens of each region kept in both, centred: see :func:`centred_cosine_distance`), so that a region's token does not depend on its neighbours
     or on the view.
 
     Args:
@@ -56,6 +74,8 @@ class RegionAutoencoderModule(LightningModule):
         scheduler: scheduler hub id/folder (subfolder ``scheduler``) or a DDIMScheduler config dict.
         vae: AutoencoderKL hub id/folder (subfolder ``vae``) for latent diffusion; None decodes pixels.
         unet_training: ``full`` fine-tunes the UNet, ``cross_attention`` trains only its cross-attention layers.
+        coordinate_channels: give the UNet each pixel's coordinates as two extra input channels (a UNet trained
+            from scratch, with ``in_channels`` = image channels + 2); see ``RegionAutoencoder``.
         learning_rate: AdamW learning rate for the effective batch size (it does not change with the GPU count).
         encoder_lr_multiplier: learning-rate factor for the region encoder's and the conditioning's trainable
             parameters (mostly new layers, next to a pretrained UNet).
@@ -82,6 +102,7 @@ class RegionAutoencoderModule(LightningModule):
         scheduler: str | dict[str, Any],
         vae: str | None = None,
         unet_training: str = "full",
+        coordinate_channels: bool = False,
         learning_rate: float = 2e-4,
         encoder_lr_multiplier: float = 1.0,
         weight_decay: float = 0.01,
@@ -106,7 +127,9 @@ class RegionAutoencoderModule(LightningModule):
                 raise ValueError(f"RegionAutoencoderModule.{name}: {value!r} is not one of {', '.join(allowed)}")
         self.save_hyperparameters(ignore=["encoder"])
         vae_model = load_diffusers_model(AutoencoderKL, vae, subfolder="vae") if vae is not None else None
-        self.model = RegionAutoencoder(encoder, build_unet(unet), build_scheduler(scheduler), vae=vae_model)
+        self.model = RegionAutoencoder(
+            encoder, build_unet(unet), build_scheduler(scheduler), vae=vae_model, coordinate_channels=coordinate_channels
+        )
         if unet_training == "cross_attention":
             self.model.unet.requires_grad_(False)
             for name, parameter in self.model.unet.named_parameters():
@@ -150,9 +173,8 @@ class RegionAutoencoderModule(LightningModule):
             target_masks,
             other_keep,
         )
-        shared = (keep & other_keep).float()
-        cosine = F.cosine_similarity(encoded.appearance.float(), other.appearance.float(), dim=-1)
-        consistency = ((1.0 - cosine) * shared).sum() / shared.sum().clamp(min=1.0)
+        shared = keep & other_keep
+        consistency = centred_cosine_distance(encoded.appearance.float(), other.appearance.float(), shared)
         return {"diffusion": diffusion, "consistency": consistency, "conditioned_regions": conditioned.float().sum(1).mean()}
 
     def consistency_weight(self) -> float:

@@ -145,3 +145,39 @@ def test_bad_arguments_and_inputs():
     image, masks = scene()
     with pytest.raises(ValueError, match="masks must be"):
         PairedViews(32)(image, masks[:, :10])
+
+
+def test_crops_and_flips_give_the_target_positions_of_the_crop_geometry():
+    """Each view's region positions are where the crop (and flip) put the region: read the crop window back from a
+    coordinate ramp in the image and transform the region's original centroid and size by it."""
+    from interpedit.region import region_positions
+
+    side, out = 64, 32
+    columns = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    image = torch.stack([columns.expand(side, side), columns[:, None].expand(side, side), torch.zeros(side, side)])
+    masks = torch.zeros(1, side, side, dtype=torch.bool)
+    masks[0, 28:38, 26:34] = True  # centroid (30, 33) pixels, inside every crop below
+    views = PairedViews(out, scale=(0.5, 0.5), ratio=(1.0, 1.0), flip_probability=0.5)
+    flips = 0
+    for seed in range(12):
+        result = views(image, masks, generator=seed)
+        for view in ("source", "target"):
+            ramp_x, ramp_y = result[f"{view}_image"][0], result[f"{view}_image"][1]
+            flipped = bool(ramp_x[0, -1] < ramp_x[0, 0])
+            flips += flipped
+            xs = ramp_x[0].flip(0) if flipped else ramp_x[0]
+            # Linear ramps survive bilinear resizing: pixel j of the view samples x = left + (j + 0.5) * width / out.
+            step = (xs[-2] - xs[1]) / (out - 3)
+            left, top = xs[1] - 1.5 * step, ramp_y[1, 0] - 1.5 * (ramp_y[-2, 0] - ramp_y[1, 0]) / (out - 3)
+            width = step * out
+            expected_x = (30.0 / side - left) / width
+            expected_y = (33.0 / side - top) / width
+            if flipped:
+                expected_x = 1.0 - expected_x
+            expected_size = (10 * 8 / side**2) ** 0.5 / width
+            found = region_positions(result[f"{view}_masks"][None])[0, 0]
+            # Nearest-exact mask resizing moves an edge by at most half an output pixel.
+            assert abs(found[0] - expected_x) < 1.0 / out, (seed, view)
+            assert abs(found[1] - expected_y) < 1.0 / out, (seed, view)
+            assert abs(found[2] - expected_size) < 0.1 * expected_size, (seed, view)
+    assert 0 < flips < 24

@@ -74,3 +74,47 @@ def test_latent_space_decoder_round_trips_shapes():
                            steps=2, image_size=32)
     assert decoded.shape == (1, 3, 32, 32)
     assert not any(p.requires_grad for p in model.vae.parameters())
+
+
+def test_coordinate_channels_reach_the_unet_in_training_and_decoding():
+    import pytest
+
+    torch.manual_seed(0)
+    encoder = RegionEncoder(ViTFeatures(tiny_vit(), trainable="full"), token_dim=16, pooling_width=16,
+                            pooling_depth=1, pooling_heads=2, position_embedding_dim=12, film_hidden_dim=16)
+    scheduler = DDIMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=False)
+    with pytest.raises(ValueError, match="plus 2 coordinate channels"):
+        RegionAutoencoder(encoder, tiny_unet2d_condition(in_channels=3, out_channels=3, sample_size=32,
+                                                         cross_attention_dim=8), scheduler, coordinate_channels=True)
+    unet = tiny_unet2d_condition(in_channels=5, out_channels=3, sample_size=32, cross_attention_dim=8)
+    model = RegionAutoencoder(encoder, unet, scheduler, coordinate_channels=True).eval()
+    x = torch.zeros(2, 3, 4, 6)
+    grid = model.unet_input(x)
+    assert grid.shape == (2, 5, 4, 6)
+    assert grid[0, 3, 0].tolist() == torch.linspace(-1, 1, 6).tolist()  # x runs along the width
+    assert grid[1, 4, :, 0].tolist() == torch.linspace(-1, 1, 4).tolist()  # y along the height
+    seen = []
+    hook = model.unet.conv_in.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[1]))
+    try:
+        batch = shapes_batch()
+        tokens = model.encode(batch["image"], batch["masks"], batch["region_valid"]).token_set()
+        model.denoising_loss(batch["image"], model.condition(tokens))
+        decoded = model.decode(tokens, steps=2, cfg_scale=2.0)
+    finally:
+        hook.remove()
+    assert decoded.shape == (2, 3, 32, 32) and set(seen) == {5}
+
+
+def test_centred_consistency_is_not_satisfied_by_a_shared_direction():
+    from lightning_modules.region_autoencoder import centred_cosine_distance
+
+    torch.manual_seed(0)
+    shared = torch.full((1, 1, 32), 10.0)
+    first, second = torch.randn(4, 3, 32) + shared, torch.randn(4, 3, 32) + shared
+    pairs = torch.ones(4, 3, dtype=torch.bool)
+    plain = 1 - torch.nn.functional.cosine_similarity(first, second, dim=-1).mean()
+    assert plain < 0.05  # plain cosine calls unrelated tokens nearly the same
+    assert centred_cosine_distance(first, second, pairs) > 0.8
+    assert centred_cosine_distance(first, first.clone(), pairs) < 1e-5
+    pairs[:, 1:] = False
+    assert centred_cosine_distance(first, second, pairs) > 0.5  # only the marked pairs count

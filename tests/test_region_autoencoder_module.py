@@ -42,7 +42,7 @@ def test_training_logs_losses_and_reconstruction_grids(trained):
         assert tag in scalars, tag
     weights = [e.value for e in events.Scalars("train/consistency_weight")]
     assert weights[0] == 0.0 and weights[-1] == 1.0  # linear warm-up over 2 steps
-    assert any("reconstruction" in tag for tag in events.Tags()["images"])
+    assert any("reconstruct | move | remove | swap" in tag for tag in events.Tags()["images"])
     assert (root / "checkpoints/last.ckpt").exists()
     state = torch.load(root / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     assert any(key.startswith("ema.") for key in state)  # the EMA weights are checkpointed

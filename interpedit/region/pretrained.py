@@ -126,6 +126,7 @@ def save_region_autoencoder(
         "scheduler": _plain_config(model.scheduler.config),
         "vae": None if model.vae is None else _plain_config(model.vae.config),
         "global_token": model.conditioning.num_extra_slots > 0,
+        "coordinate_channels": bool(model.coordinate_channels),
         "stored_dtype": str(dtype or "as trained").replace("torch.", ""),
         **(extra or {}),
     }
@@ -190,7 +191,9 @@ def build_region_autoencoder(config: dict[str, Any], *, source: Path) -> RegionA
             raise PretrainedFormatError(source, f"{key!r}: {cls.__name__}.from_config failed: {exc}") from exc
     try:
         return RegionAutoencoder(
-            encoder, built["unet"], built["scheduler"], vae=built["vae"], global_token=bool(config.get("global_token", True))
+            encoder, built["unet"], built["scheduler"], vae=built["vae"],
+            global_token=bool(config.get("global_token", True)),
+            coordinate_channels=bool(config.get("coordinate_channels", False)),
         )
     except ValueError as exc:
         raise PretrainedFormatError(source, str(exc)) from exc

@@ -38,6 +38,10 @@ class RegionAutoencoder(nn.Module):
         scheduler: a diffusers scheduler (DDPM/DDIM config) defining the noise schedule and prediction type.
         vae: a diffusers ``AutoencoderKL`` for latent diffusion, kept frozen; None decodes in pixel space.
         global_token: prepend a learned slot that is always present (a place for image-wide information).
+        coordinate_channels: append two channels holding each pixel's ``x`` and ``y`` in [-1, 1] to the UNet's
+            input (CoordConv), so that its cross-attention queries know where they are and can pick the region
+            token whose explicit position matches. Only for UNets trained from scratch: their ``in_channels`` must
+            be the image's (or latent's) channels plus 2.
     """
 
     def __init__(
@@ -47,8 +51,10 @@ class RegionAutoencoder(nn.Module):
         scheduler: Any,
         vae: nn.Module | None = None,
         global_token: bool = True,
+        coordinate_channels: bool = False,
     ) -> None:
         super().__init__()
+        self.coordinate_channels = coordinate_channels
         self.encoder = encoder
         self.unet = unet
         self.conditioning = RegionConditioning(encoder.token_dim, unet.config.cross_attention_dim, global_token)
@@ -61,11 +67,13 @@ class RegionAutoencoder(nn.Module):
             self.latent_scale = float(getattr(vae.config, "scaling_factor", 0.18215))
             # As diffusers pipelines compute it: each VAE level after the first halves the resolution.
             self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        expected = 4 if vae is not None else 3
+        self.data_channels = 4 if vae is not None else 3
+        expected = self.data_channels + (2 if coordinate_channels else 0)
         if unet.config.in_channels != expected:
             raise ValueError(
                 f"RegionAutoencoder: the UNet takes {unet.config.in_channels} input channels but "
-                f"{'latents of the VAE' if vae is not None else 'RGB pixels'} have {expected}"
+                f"{'latents of the VAE' if vae is not None else 'RGB pixels'} have {self.data_channels}"
+                + (" plus 2 coordinate channels" if coordinate_channels else "")
             )
 
     # ------------------------------------------------------------------ spaces
@@ -82,6 +90,23 @@ class RegionAutoencoder(nn.Module):
         if self.vae is not None:
             x0 = self.vae.decode(x0.to(self.vae.dtype) / self.latent_scale).sample
         return ((x0.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def unet_input(self, x: Tensor) -> Tensor:
+        """The UNet's input for a noisy sample ``x`` (B, C, h, w): itself, plus the coordinate channels when on."""
+        if not self.coordinate_channels:
+            return x
+        batch, _, height, width = x.shape
+        ys = torch.linspace(-1.0, 1.0, height, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1.0, 1.0, width, device=x.device, dtype=x.dtype)
+        grid = torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)])
+        return torch.cat([x, grid.expand(batch, -1, -1, -1)], dim=1)
+
+    def denoiser(self) -> Any:
+        """The UNet as ``model(x, t, cond) -> output`` (``interpedit.diffusion`` samplers), coordinates included."""
+        model = unet_denoiser(self.unet)
+        if not self.coordinate_channels:
+            return model
+        return lambda x, t, cond=None: model(self.unet_input(x), t, cond)
 
     # ------------------------------------------------------------------ tokens
     def encode(self, images: Tensor, masks: Tensor, valid: Tensor, positions: Tensor | None = None) -> RegionEncoderOutput:
@@ -119,7 +144,7 @@ class RegionAutoencoder(nn.Module):
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         t = self.schedule.sample_timesteps(x0.shape[0], generator=generator, device=x0.device)
         noisy = self.schedule.add_noise(x0, noise, t)
-        output = self.unet(noisy, t, encoder_hidden_states=states).sample
+        output = self.unet(self.unet_input(noisy), t, encoder_hidden_states=states).sample
         target = training_target(self.schedule, x0, noise, t)
         if loss_mask is not None and loss_mask.shape[-2:] != x0.shape[-2:]:
             loss_mask = nn.functional.interpolate(loss_mask[:, None].float(), size=x0.shape[-2:], mode="nearest")[:, 0]
@@ -151,10 +176,10 @@ class RegionAutoencoder(nn.Module):
         """
         states = self.condition(token_set)
         side = int(self.unet.config.sample_size) if image_size is None else image_size // self.vae_scale_factor
-        channels = int(self.unet.config.in_channels)
+        channels = self.data_channels
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         x = torch.randn((states.shape[0], channels, side, side), generator=generator).to(states.device, states.dtype)
-        denoise = guided_denoiser(unet_denoiser(self.unet), states, self.unconditional(states), cfg_scale)
+        denoise = guided_denoiser(self.denoiser(), states, self.unconditional(states), cfg_scale)
         timesteps = self.schedule.inference_timesteps(steps, device=states.device)
         x0 = ddim_sample(denoise, x, timesteps, self.schedule, eta=eta, generator=generator, callback=callback)
         return self.from_decoder_space(x0)
