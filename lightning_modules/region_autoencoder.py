@@ -76,6 +76,8 @@ class RegionAutoencoderModule(LightningModule):
         unet_training: ``full`` fine-tunes the UNet, ``cross_attention`` trains only its cross-attention layers.
         coordinate_channels: give the UNet each pixel's coordinates as two extra input channels (a UNet trained
             from scratch, with ``in_channels`` = image channels + 2); see ``RegionAutoencoder``.
+        layout_channels: also paint the region tokens at their positions into this many extra UNet input channels
+            (``interpedit.region.token_layout``); 0 turns it off.
         learning_rate: AdamW learning rate for the effective batch size (it does not change with the GPU count).
         encoder_lr_multiplier: learning-rate factor for the region encoder's and the conditioning's trainable
             parameters (mostly new layers, next to a pretrained UNet).
@@ -103,6 +105,7 @@ class RegionAutoencoderModule(LightningModule):
         vae: str | None = None,
         unet_training: str = "full",
         coordinate_channels: bool = False,
+        layout_channels: int = 0,
         learning_rate: float = 2e-4,
         encoder_lr_multiplier: float = 1.0,
         weight_decay: float = 0.01,
@@ -128,7 +131,8 @@ class RegionAutoencoderModule(LightningModule):
         self.save_hyperparameters(ignore=["encoder"])
         vae_model = load_diffusers_model(AutoencoderKL, vae, subfolder="vae") if vae is not None else None
         self.model = RegionAutoencoder(
-            encoder, build_unet(unet), build_scheduler(scheduler), vae=vae_model, coordinate_channels=coordinate_channels
+            encoder, build_unet(unet), build_scheduler(scheduler), vae=vae_model,
+            coordinate_channels=coordinate_channels, layout_channels=layout_channels,
         )
         if unet_training == "cross_attention":
             self.model.unet.requires_grad_(False)
@@ -162,10 +166,17 @@ class RegionAutoencoderModule(LightningModule):
         states = self.model.condition(tokens)
         dropped = torch.rand(states.shape[0], generator=generator, device=self.device) < h.cfg_dropout
         states = torch.where(dropped[:, None, None], self.model.unconditional(states), states)
+        layout = None
+        if self.model.layout is not None:
+            side = batch["target_image"].shape[-1] // self.model.vae_scale_factor
+            layout = self.model.token_layout(tokens, side, side)
+            layout = torch.where(dropped[:, None, None, None], torch.zeros_like(layout), layout)
         loss_mask = None
         if h.infill_loss == "masked":
             loss_mask = ~unknown_pixels(target_masks, target_valid & ~conditioned) | dropped[:, None, None]
-        diffusion = self.model.denoising_loss(batch["target_image"], states, loss_mask=loss_mask, generator=generator)
+        diffusion = self.model.denoising_loss(
+            batch["target_image"], states, loss_mask=loss_mask, generator=generator, layout=layout
+        )
 
         other_keep = keep_random_subset(target_valid, h.min_keep_fraction, generator)
         other = self.model.encode(

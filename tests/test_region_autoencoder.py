@@ -118,3 +118,25 @@ def test_centred_consistency_is_not_satisfied_by_a_shared_direction():
     assert centred_cosine_distance(first, first.clone(), pairs) < 1e-5
     pairs[:, 1:] = False
     assert centred_cosine_distance(first, second, pairs) > 0.5  # only the marked pairs count
+
+
+def test_token_layout_is_given_to_conditional_rows_and_empty_to_unconditional_ones():
+    torch.manual_seed(0)
+    encoder = RegionEncoder(ViTFeatures(tiny_vit(), trainable="full"), token_dim=16, pooling_width=16,
+                            pooling_depth=1, pooling_heads=2, position_embedding_dim=12, film_hidden_dim=16)
+    scheduler = DDIMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=False)
+    unet = tiny_unet2d_condition(in_channels=3 + 2 + 4, out_channels=3, sample_size=32, cross_attention_dim=8)
+    model = RegionAutoencoder(encoder, unet, scheduler, coordinate_channels=True, layout_channels=4).eval()
+    inputs = []
+    hook = model.unet.conv_in.register_forward_hook(lambda module, args, output: inputs.append(args[0].detach()))
+    try:
+        batch = shapes_batch()
+        tokens = model.encode(batch["image"], batch["masks"], batch["region_valid"]).token_set()
+        model.decode(tokens, steps=1, cfg_scale=2.0)
+    finally:
+        hook.remove()
+    (guided,) = inputs
+    assert guided.shape == (4, 9, 32, 32)
+    assert guided[:2, 5:].abs().max() == 0  # unconditional rows: empty layout
+    torch.testing.assert_close(guided[2:, 5:], model.token_layout(tokens, 32, 32))
+    assert guided[2:, 5:].abs().max() > 0

@@ -21,3 +21,16 @@ def test_film_starts_as_the_identity_and_learns_a_condition_dependent_modulation
     assert loss.item() < 0.5 * (tokens - target).square().mean().item()
     other = film(tokens, condition.flip(1))
     assert not torch.allclose(other, film(tokens, condition))
+
+
+def test_without_zero_init_positions_change_tokens_from_the_start():
+    import torch
+
+    from interpedit.region.film import FiLM
+
+    torch.manual_seed(0)
+    tokens, first, second = torch.randn(4, 16), torch.randn(4, 8), torch.randn(4, 8)
+    identity = FiLM(16, 8, 32)
+    torch.testing.assert_close(identity(tokens, first), tokens)
+    live = FiLM(16, 8, 32, zero_init=False)
+    assert not torch.allclose(live(tokens, first), live(tokens, second))

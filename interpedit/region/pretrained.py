@@ -127,6 +127,7 @@ def save_region_autoencoder(
         "vae": None if model.vae is None else _plain_config(model.vae.config),
         "global_token": model.conditioning.num_extra_slots > 0,
         "coordinate_channels": bool(model.coordinate_channels),
+        "layout_channels": 0 if model.layout is None else int(model.layout.channels),
         "stored_dtype": str(dtype or "as trained").replace("torch.", ""),
         **(extra or {}),
     }
@@ -194,6 +195,7 @@ def build_region_autoencoder(config: dict[str, Any], *, source: Path) -> RegionA
             encoder, built["unet"], built["scheduler"], vae=built["vae"],
             global_token=bool(config.get("global_token", True)),
             coordinate_channels=bool(config.get("coordinate_channels", False)),
+            layout_channels=int(config.get("layout_channels", 0)),
         )
     except ValueError as exc:
         raise PretrainedFormatError(source, str(exc)) from exc

@@ -27,6 +27,7 @@ from interpedit.diffusion import (
 from interpedit.region.region_conditioning import RegionConditioning
 from interpedit.region.region_encoder import RegionEncoder, RegionEncoderOutput
 from interpedit.region.token_edits import RegionTokenSet
+from interpedit.region.token_layout import TokenLayout
 
 
 class RegionAutoencoder(nn.Module):
@@ -42,6 +43,9 @@ class RegionAutoencoder(nn.Module):
             input (CoordConv), so that its cross-attention queries know where they are and can pick the region
             token whose explicit position matches. Only for UNets trained from scratch: their ``in_channels`` must
             be the image's (or latent's) channels plus 2.
+        layout_channels: when positive, also paint the region tokens onto the pixel grid at their positions
+            (``TokenLayout``) and append that many channels to the UNet's input; the unconditional input gets an
+            empty (zero) layout. For UNets trained from scratch (``in_channels`` grows by this number).
     """
 
     def __init__(
@@ -52,9 +56,11 @@ class RegionAutoencoder(nn.Module):
         vae: nn.Module | None = None,
         global_token: bool = True,
         coordinate_channels: bool = False,
+        layout_channels: int = 0,
     ) -> None:
         super().__init__()
         self.coordinate_channels = coordinate_channels
+        self.layout = TokenLayout(encoder.token_dim, layout_channels) if layout_channels > 0 else None
         self.encoder = encoder
         self.unet = unet
         self.conditioning = RegionConditioning(encoder.token_dim, unet.config.cross_attention_dim, global_token)
@@ -68,12 +74,13 @@ class RegionAutoencoder(nn.Module):
             # As diffusers pipelines compute it: each VAE level after the first halves the resolution.
             self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.data_channels = 4 if vae is not None else 3
-        expected = self.data_channels + (2 if coordinate_channels else 0)
+        expected = self.data_channels + (2 if coordinate_channels else 0) + max(0, layout_channels)
         if unet.config.in_channels != expected:
             raise ValueError(
                 f"RegionAutoencoder: the UNet takes {unet.config.in_channels} input channels but "
                 f"{'latents of the VAE' if vae is not None else 'RGB pixels'} have {self.data_channels}"
                 + (" plus 2 coordinate channels" if coordinate_channels else "")
+                + (f" plus {layout_channels} layout channels" if layout_channels > 0 else "")
             )
 
     # ------------------------------------------------------------------ spaces
@@ -91,22 +98,41 @@ class RegionAutoencoder(nn.Module):
             x0 = self.vae.decode(x0.to(self.vae.dtype) / self.latent_scale).sample
         return ((x0.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
-    def unet_input(self, x: Tensor) -> Tensor:
-        """The UNet's input for a noisy sample ``x`` (B, C, h, w): itself, plus the coordinate channels when on."""
-        if not self.coordinate_channels:
-            return x
+    def unet_input(self, x: Tensor, layout: Tensor | None = None) -> Tensor:
+        """The UNet's input for a noisy sample ``x`` (B, C, h, w): itself, then the coordinate channels and the
+        token layout when they are on (``layout`` None gives an empty one)."""
+        parts = [x]
         batch, _, height, width = x.shape
-        ys = torch.linspace(-1.0, 1.0, height, device=x.device, dtype=x.dtype)
-        xs = torch.linspace(-1.0, 1.0, width, device=x.device, dtype=x.dtype)
-        grid = torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)])
-        return torch.cat([x, grid.expand(batch, -1, -1, -1)], dim=1)
+        if self.coordinate_channels:
+            ys = torch.linspace(-1.0, 1.0, height, device=x.device, dtype=x.dtype)
+            xs = torch.linspace(-1.0, 1.0, width, device=x.device, dtype=x.dtype)
+            grid = torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)])
+            parts.append(grid.expand(batch, -1, -1, -1))
+        if self.layout is not None:
+            parts.append(x.new_zeros(batch, self.layout.channels, height, width) if layout is None else layout.to(x.dtype))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
-    def denoiser(self) -> Any:
-        """The UNet as ``model(x, t, cond) -> output`` (``interpedit.diffusion`` samplers), coordinates included."""
+    def token_layout(self, token_set: RegionTokenSet, height: int, width: int) -> Tensor | None:
+        """The token layout (B, C, height, width) of a token set, or None when the model has none."""
+        if self.layout is None:
+            return None
+        return self.layout(token_set.appearance, token_set.positions, token_set.valid, height, width)
+
+    def denoiser(self, layout: Tensor | None = None) -> Any:
+        """The UNet as ``model(x, t, cond) -> output`` (``interpedit.diffusion`` samplers), with the extra input
+        channels. ``layout`` (B, ...) belongs to the conditional rows; a call on twice as many rows is a guided
+        batch ``[unconditional, conditional]`` (``guided_denoiser``'s order), whose first half gets an empty one."""
         model = unet_denoiser(self.unet)
-        if not self.coordinate_channels:
+        if not self.coordinate_channels and self.layout is None:
             return model
-        return lambda x, t, cond=None: model(self.unet_input(x), t, cond)
+
+        def with_channels(x: Tensor, t: Any, cond: Tensor | None = None) -> Tensor:
+            rows = layout
+            if layout is not None and x.shape[0] == 2 * layout.shape[0]:
+                rows = torch.cat([torch.zeros_like(layout), layout])
+            return model(self.unet_input(x, rows), t, cond)
+
+        return with_channels
 
     # ------------------------------------------------------------------ tokens
     def encode(self, images: Tensor, masks: Tensor, valid: Tensor, positions: Tensor | None = None) -> RegionEncoderOutput:
@@ -131,6 +157,7 @@ class RegionAutoencoder(nn.Module):
         *,
         loss_mask: Tensor | None = None,
         generator: torch.Generator | None = None,
+        layout: Tensor | None = None,
     ) -> Tensor:
         """The diffusion loss of decoding ``target_images`` from cross-attention ``states``.
 
@@ -139,12 +166,13 @@ class RegionAutoencoder(nn.Module):
             states: (B, L, C) from :meth:`condition` (or :meth:`unconditional`).
             loss_mask: (B, H, W) bool pixels that count; resized (nearest) to latent size in latent space.
             generator: for noise and timesteps.
+            layout: (B, C, h, w) token layout at the decoder's resolution (:meth:`token_layout`), for models with one.
         """
         x0 = self.to_decoder_space(target_images)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         t = self.schedule.sample_timesteps(x0.shape[0], generator=generator, device=x0.device)
         noisy = self.schedule.add_noise(x0, noise, t)
-        output = self.unet(self.unet_input(noisy), t, encoder_hidden_states=states).sample
+        output = self.unet(self.unet_input(noisy, layout), t, encoder_hidden_states=states).sample
         target = training_target(self.schedule, x0, noise, t)
         if loss_mask is not None and loss_mask.shape[-2:] != x0.shape[-2:]:
             loss_mask = nn.functional.interpolate(loss_mask[:, None].float(), size=x0.shape[-2:], mode="nearest")[:, 0]
@@ -179,7 +207,8 @@ class RegionAutoencoder(nn.Module):
         channels = self.data_channels
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         x = torch.randn((states.shape[0], channels, side, side), generator=generator).to(states.device, states.dtype)
-        denoise = guided_denoiser(self.denoiser(), states, self.unconditional(states), cfg_scale)
+        layout = self.token_layout(token_set, side, side)
+        denoise = guided_denoiser(self.denoiser(layout), states, self.unconditional(states), cfg_scale)
         timesteps = self.schedule.inference_timesteps(steps, device=states.device)
         x0 = ddim_sample(denoise, x, timesteps, self.schedule, eta=eta, generator=generator, callback=callback)
         return self.from_decoder_space(x0)

@@ -63,6 +63,7 @@ class RegionEncoder(nn.Module):
         position_embedding_dim: width of the sinusoidal position embedding; a multiple of 6.
         max_frequency: highest frequency of the position embedding, in cycles per image side.
         film_hidden_dim: hidden width of the FiLM MLP.
+        film_zero_init: start the FiLM as the identity (see ``FiLM``); False for decoders trained from scratch.
         attribute_classes: classes per attribute for classification heads on the appearance tokens
             (``{"shape": 4, "colour": 6, "size": 3}``); None for no heads.
         rotation_head: add a rotation regression head on the appearance tokens.
@@ -82,6 +83,7 @@ class RegionEncoder(nn.Module):
         position_embedding_dim: int = 96,
         max_frequency: float = 32.0,
         film_hidden_dim: int = 256,
+        film_zero_init: bool = True,
         attribute_classes: Mapping[str, int] | None = None,
         rotation_head: bool = False,
         head_hidden_dim: int = 256,
@@ -100,7 +102,7 @@ class RegionEncoder(nn.Module):
             mlp_ratio=mlp_ratio,
         )
         self.position_embedding = RegionPositionEmbedding(position_embedding_dim, max_frequency)
-        self.film = FiLM(token_dim, position_embedding_dim, film_hidden_dim)
+        self.film = FiLM(token_dim, position_embedding_dim, film_hidden_dim, zero_init=film_zero_init)
         self.attribute_heads = (
             AttributeHeads(token_dim, attribute_classes, head_hidden_dim) if attribute_classes else None
         )

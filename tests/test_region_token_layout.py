@@ -1,0 +1,48 @@
+"""The token layout: region tokens painted at their explicit positions, small regions on top."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interpedit.region.token_layout import TokenLayout
+
+
+def layout_module() -> TokenLayout:
+    layout = TokenLayout(token_dim=2, channels=2)
+    with torch.no_grad():  # the identity projection, so painted values are the tokens themselves
+        layout.project.weight.copy_(torch.eye(2))
+        layout.project.bias.zero_()
+    return layout
+
+
+def test_regions_are_painted_at_their_centroids_and_small_ones_lie_on_top():
+    layout = layout_module()
+    tokens = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # slot 0 a small object, slot 1 the background
+    positions = torch.tensor([[[0.25, 0.25, 0.2], [0.5, 0.5, 0.95]]])
+    valid = torch.tensor([[True, True]])
+    canvas = layout(tokens, positions, valid, 32, 32)
+    assert canvas.shape == (1, 2, 32, 32)
+    assert canvas[0, 0, 8, 8] > 0.9 and canvas[0, 1, 8, 8] < 0.1  # the object's centre shows the object
+    assert canvas[0, 1, 24, 24] > 0.9 and canvas[0, 0, 24, 24] < 0.05  # elsewhere the background
+    # Slot order does not matter: the larger region is painted first either way.
+    swapped = layout(tokens.flip(1), positions.flip(1), valid, 32, 32)
+    torch.testing.assert_close(swapped, canvas)
+
+
+def test_moving_a_region_moves_its_paint_and_removing_it_uncovers_the_background():
+    layout = layout_module()
+    tokens = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    positions = torch.tensor([[[0.25, 0.25, 0.2], [0.5, 0.5, 0.95]]])
+    moved = positions.clone()
+    moved[0, 0, :2] = torch.tensor([0.75, 0.75])
+    valid = torch.tensor([[True, True]])
+    canvas = layout(tokens, moved, valid, 32, 32)
+    assert canvas[0, 0, 24, 24] > 0.9 and canvas[0, 0, 8, 8] < 0.05
+    removed = layout(tokens, positions, torch.tensor([[False, True]]), 32, 32)
+    assert removed[0, 0].abs().max() < 1e-6 and removed[0, 1, 8, 8] > 0.9
+
+
+def test_channels_must_be_positive():
+    with pytest.raises(ValueError, match="channels"):
+        TokenLayout(4, channels=0)
