@@ -183,3 +183,16 @@ def test_half_precision_storage_halves_the_file_and_loads_back_as_float32(tmp_pa
     for (name, expected), found in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert found.dtype == expected.dtype, name
         torch.testing.assert_close(found, expected, atol=2e-3, rtol=2e-3, msg=name)
+
+
+def test_saved_folder_and_files_are_readable_by_others_under_the_usual_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        folder = save_region_autoencoder(tiny_model(), tmp_path / "rae", ENCODER_SPEC)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert stat.S_IMODE((folder / WEIGHTS_NAME).stat().st_mode) == 0o644

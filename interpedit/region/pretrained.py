@@ -140,6 +140,12 @@ def save_region_autoencoder(
     try:
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         save_file(state, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
+        # mkdtemp makes the folder private (0700); give the folder and files the usual umask-based modes.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            os.chmod(staging / name, 0o666 & ~umask)
         if folder.exists():
             for name in (CONFIG_NAME, WEIGHTS_NAME):
                 os.replace(staging / name, folder / name)
