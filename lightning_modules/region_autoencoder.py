@@ -223,16 +223,6 @@ class RegionAutoencoderModule(LightningModule):
         return losses
 
     @torch.no_grad()
-    def reconstruct(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Encode and decode the batch's ``image`` with its ``masks``; (B, 3, H, W) in [0, 1]."""
-        with self.ema.swapped_in() if self.ema is not None else nullcontext():
-            return self.model.reconstruct(
-                batch["image"], batch["masks"], batch["region_valid"],
-                steps=self.hparams.val_decode_steps, cfg_scale=self.hparams.val_cfg_scale,
-                image_size=batch["image"].shape[-1],
-            )
-
-    @torch.no_grad()
     def edits(self, batch: dict[str, Any], seed: int = 0) -> dict[str, torch.Tensor]:
         """Reconstruct, move, remove and swap of the batch's ``image`` (``interpedit.region.demo_edits``): region 0
         moves across the image, is removed, and trades appearance with region 1. Uses the EMA weights when kept."""

@@ -187,7 +187,9 @@ def shape_accuracy(
         if int(colours[index]) < 0:  # no palette colour at all where the object should be: no object, wrong
             result[index] = 0.0
             continue
-        scene, object_index = _target_scene(where, index, target_scenes[index], int(indices[index]))
+        scene, object_index = parse_target_scene(
+            where, index, target_scenes[index], int(indices[index]), "the shape is requested"
+        )
         if int(samples[index]) < 1:
             raise ValueError(f"{where}: sample {index}: supersample is {int(samples[index])}, expected >= 1")
         errors = shape_render_errors(
@@ -200,9 +202,17 @@ def shape_accuracy(
     return result.to(edited.device)
 
 
-def _target_scene(where: str, index: int, scene_json: str, object_index: int) -> tuple[Scene, int]:
+def parse_target_scene(
+    where: str, index: int, scene_json: str, object_index: int, needed_because: str
+) -> tuple[Scene, int]:
+    """Sample ``index``'s true target scene from its JSON, checked to hold object ``object_index``.
+
+    Raises:
+        ValueError: naming ``where`` and the sample, for an empty or malformed scene or an index outside it;
+            ``needed_because`` says why the scene was needed when it is empty.
+    """
     if not isinstance(scene_json, str) or not scene_json:
-        raise ValueError(f"{where}: sample {index}: the shape is requested but target_scene is empty")
+        raise ValueError(f"{where}: sample {index}: {needed_because} but target_scene is empty")
     try:
         scene = Scene.from_dict(json.loads(scene_json))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:

@@ -33,13 +33,13 @@ more are left out, and the background is rendered at the new side rather than re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from interpedit.metrics.attribute_accuracy import parse_target_scene
 from interpedit.shapes import COLOURS, PALETTE, Scene, render_background
 
 PLACEMENT_KEYS: tuple[str, ...] = ("gt/object_iou", "gt/object_found", "gt/centroid_error")
@@ -74,18 +74,7 @@ def parse_scenes(where: str, target_scenes: Sequence[str], target_object_index: 
         if object_index < 0:
             scenes.append(None)
             continue
-        if not isinstance(text, str) or not text:
-            raise ValueError(f"{where}: sample {index}: the edited object is in the target but target_scene is empty")
-        try:
-            scene = Scene.from_dict(json.loads(text))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
-            problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise ValueError(f"{where}: sample {index}: target_scene is not a scene ({problem})") from exc
-        if object_index >= len(scene.objects):
-            raise ValueError(
-                f"{where}: sample {index}: target_object_index {object_index} is not an object of the target "
-                f"scene's {len(scene.objects)}"
-            )
+        scene, _ = parse_target_scene(where, index, text, object_index, "the edited object is in the target")
         scenes.append(scene)
     return scenes
 
