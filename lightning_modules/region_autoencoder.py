@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from contextlib import nullcontext
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from lightning.pytorch import LightningModule
 
 from interpedit.backbones import load_diffusers_model, load_scheduler
-from interpedit.diffusion import EMA
+from interpedit.diffusion import DEFAULT_LORA_TARGETS, EMA, add_unet_lora
 from interpedit.optim import cosine_schedule_with_warmup
 from interpedit.shapes.scene import SceneConfig
 from interpedit.region import RegionEncoder, RegionTokenSet, region_positions
@@ -23,6 +24,9 @@ from interpedit.region.region_autoencoder import RegionAutoencoder
 from interpedit.evaluation.labelled_grid import save_labelled_grid
 from interpedit.region.pretrained import WEIGHTS_NAME, load_region_autoencoder, PretrainedFormatError, instantiate_spec, save_region_autoencoder, without_pretrained_backbone
 from interpedit.region.region_dropout import blank_regions, keep_random_subset, unknown_pixels
+
+
+UNET_TRAINING_MODES = ("full", "cross_attention", "lora")
 
 
 def build_unet(unet: str | dict[str, Any]) -> UNet2DConditionModel:
@@ -73,7 +77,12 @@ class RegionAutoencoderModule(LightningModule):
         unet: UNet hub id/folder (e.g. Stable Diffusion's, subfolder ``unet``) or a config dict for a new UNet.
         scheduler: scheduler hub id/folder (subfolder ``scheduler``) or a DDIMScheduler config dict.
         vae: AutoencoderKL hub id/folder (subfolder ``vae``) for latent diffusion; None decodes pixels.
-        unet_training: ``full`` fine-tunes the UNet, ``cross_attention`` trains only its cross-attention layers.
+        unet_training: ``full`` fine-tunes the UNet, ``cross_attention`` trains only its cross-attention layers,
+            ``lora`` freezes it and trains LoRA adapters (peft, through diffusers' ``add_adapter``).
+        unet_lora_rank: LoRA rank for ``unet_training: lora``.
+        unet_lora_alpha: LoRA alpha (scale alpha / rank); None means the rank (scale 1).
+        unet_lora_dropout: dropout on the adapters' input.
+        unet_lora_modules: the UNet's linear layers that get adapters (default: every attention projection).
         coordinate_channels: give the UNet each pixel's coordinates as two extra input channels (a UNet trained
             from scratch, with ``in_channels`` = image channels + 2); see ``RegionAutoencoder``.
         layout_channels: also paint the region tokens at their positions into this many extra UNet input channels
@@ -104,6 +113,10 @@ class RegionAutoencoderModule(LightningModule):
         scheduler: str | dict[str, Any],
         vae: str | None = None,
         unet_training: str = "full",
+        unet_lora_rank: int = 16,
+        unet_lora_alpha: float | None = None,
+        unet_lora_dropout: float = 0.0,
+        unet_lora_modules: Sequence[str] = DEFAULT_LORA_TARGETS,
         coordinate_channels: bool = False,
         layout_channels: int = 0,
         learning_rate: float = 2e-4,
@@ -124,7 +137,7 @@ class RegionAutoencoderModule(LightningModule):
         val_cfg_scale: float = 2.0,
     ) -> None:
         super().__init__()
-        for name, value, allowed in (("unet_training", unet_training, ("full", "cross_attention")),
+        for name, value, allowed in (("unet_training", unet_training, UNET_TRAINING_MODES),
                                      ("infill_loss", infill_loss, ("masked", "full"))):
             if value not in allowed:
                 raise ValueError(f"RegionAutoencoderModule.{name}: {value!r} is not one of {', '.join(allowed)}")
@@ -139,6 +152,11 @@ class RegionAutoencoderModule(LightningModule):
             for name, parameter in self.model.unet.named_parameters():
                 if ".attn2." in name:
                     parameter.requires_grad_(True)
+        elif unet_training == "lora":
+            try:
+                add_unet_lora(self.model.unet, unet_lora_rank, unet_lora_alpha, unet_lora_dropout, unet_lora_modules)
+            except ValueError as exc:
+                raise ValueError(f"RegionAutoencoderModule.unet_lora_*: {exc}") from exc
         if gradient_checkpointing:
             self.model.unet.enable_gradient_checkpointing()
         self.ema = EMA(self.model, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None else None

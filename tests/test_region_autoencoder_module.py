@@ -79,3 +79,47 @@ def test_decoder_is_conditioned_on_target_view_positions(trained, monkeypatch):
     expected = region_positions(batch["target_masks"])
     torch.testing.assert_close(seen["positions"][valid], expected[valid])
     assert not (valid & ~batch["target_region_valid"]).any()  # regions cropped out of the target get no token
+
+
+def test_unet_lora_trains_only_adapters_and_exports_them(tmp_path):
+    from interpedit.region.pretrained import CONFIG_NAME, load_region_autoencoder
+    from lightning_modules.region_autoencoder import main as export_main
+
+    lora = ["--model.init_args.unet_training", "lora", "--model.init_args.unet_lora_rank", "4",
+            "--model.init_args.gradient_checkpointing", "true", "--trainer.limit_val_batches", "0"]
+    with patch.object(sys, "argv", ["train.py"]):
+        start = cli_main(["fit", "--config", EXPERIMENT, "--config", TINY, *lora, "--trainer.max_steps", "0",
+                          "--trainer.default_root_dir", str(tmp_path / "start")])
+        cli = cli_main(["fit", "--config", EXPERIMENT, "--config", TINY, *lora,
+                        "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert cli.trainer.global_step == 4
+    unet, initial = cli.model.model.unet, start.model.model.unet.state_dict()
+    trainable = {name for name, p in unet.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in name or ".lora_B." in name for name in trainable)
+    optimised = {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}
+    assert {id(p) for n, p in unet.named_parameters() if n in trainable} <= optimised
+    assert all(p.requires_grad for p in cli.model.model.encoder.parameters())  # the shapes ViT trains in full
+    for name, value in unet.state_dict().items():
+        if ".lora_" not in name:
+            assert torch.equal(value, initial[name]), name  # the UNet's own weights stay as loaded
+    # B starts at zero; through gradient checkpointing the adapters received gradients and moved.
+    assert all(p.abs().sum() > 0 for n, p in unet.named_parameters() if ".lora_B." in n)
+
+    export_main(["export", "--ckpt", str(tmp_path / "run/checkpoints/last.ckpt"), "--out", str(tmp_path / "rae")])
+    loaded = load_region_autoencoder(tmp_path / "rae")
+    assert (tmp_path / "rae" / CONFIG_NAME).read_text().count('"rank": 4') == 1
+    with cli.model.ema.swapped_in():
+        expected = {k: v.clone() for k, v in cli.model.model.state_dict().items()}
+    found = loaded.state_dict()
+    assert expected.keys() == found.keys()
+    for key in expected:
+        torch.testing.assert_close(found[key], expected[key], msg=key)
+
+
+def test_unknown_unet_training_mode_or_bad_lora_target_is_refused(tmp_path):
+    for override, message in ((["--model.init_args.unet_training", "adapters"], "unet_training: 'adapters'"),
+                              (["--model.init_args.unet_training", "lora",
+                                "--model.init_args.unet_lora_modules", "[query]"], "unet_lora_.*'query'")):
+        with patch.object(sys, "argv", ["train.py"]), pytest.raises(ValueError, match=message):
+            cli_main(["fit", "--config", EXPERIMENT, "--config", TINY, *override,
+                      "--trainer.default_root_dir", str(tmp_path)])

@@ -212,3 +212,35 @@ def test_the_documented_command_trains_with_ddp_and_bf16(name, tmp_path, tiny_sd
     events = EventAccumulator(glob.glob(str(root / "lightning_logs/version_0/events.out.tfevents.*"))[0])
     events.Reload()
     assert all(math.isfinite(event.value) for event in events.Scalars("train/diffusion_loss"))
+
+
+def test_unet_lora_keeps_the_stable_diffusion_weights_and_trains_adapters(tmp_path, tiny_sd_dir, tiny_dinov2_dir):  # noqa: F811
+    # unet_training: lora on the SD 1.5 experiment (gradient checkpointing and EMA on, as the experiment sets them).
+    build_sa1b_folder(tmp_path / "data")
+    with patch.object(sys, "argv", ["train.py"]):
+        cli = cli_main([
+            "fit", "--config", experiment_path("sd15_dinov2"), "--config", CPU, "--config", TINY,
+            "--model.init_args.unet", str(tiny_sd_dir),
+            "--model.init_args.scheduler", str(tiny_sd_dir),
+            "--model.init_args.vae", str(tiny_sd_dir),
+            "--model.init_args.encoder.init_args.features.init_args.model", str(tiny_dinov2_dir),
+            "--model.init_args.unet_training", "lora", "--model.init_args.unet_lora_rank", "2",
+            "--model.init_args.learning_rate", "1e-3",
+            "--data.init_args.root", str(tmp_path / "data"),
+            "--trainer.default_root_dir", str(tmp_path / "run"),
+        ])
+    assert cli.trainer.global_step == 2
+    unet = cli.model.model.unet
+    assert unet.is_gradient_checkpointing
+    saved = load_file(tiny_sd_dir / "unet/diffusion_pytorch_model.safetensors")
+    own = {name.replace(".base_layer", ""): value for name, value in unet.state_dict().items() if ".lora_" not in name}
+    assert own.keys() == saved.keys()
+    for key, value in own.items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
+    adapters = {name: p for name, p in unet.named_parameters() if p.requires_grad}
+    assert adapters and all(".lora_" in name for name in adapters)
+    assert any(".attn2.to_k.lora_B." in name for name in adapters)  # keys of the region tokens adapt
+    assert all(p.abs().sum() > 0 for name, p in adapters.items() if ".lora_B." in name)
+    ema = torch.load(tmp_path / "run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert any(key.startswith("ema.") and "lora_B" in key for key in ema)  # the EMA averages the adapters...
+    assert not any(key.startswith("ema.") and "unet" in key and "lora" not in key for key in ema)  # ...not frozen weights

@@ -24,6 +24,7 @@ from interpedit.region.pretrained import (
 from interpedit.region.region_autoencoder import RegionAutoencoder
 from diffusers import DDIMScheduler
 from interpedit.backbones.tiny_presets import tiny_unet2d_condition
+from interpedit.diffusion import DEFAULT_LORA_TARGETS, add_unet_lora, unet_lora_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +88,50 @@ def test_round_trip_gives_the_same_tokens_and_images(tmp_path):
     save_region_autoencoder(loaded, folder, ENCODER_SPEC)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rae"]
     assert "trained_steps" not in json.loads((folder / CONFIG_NAME).read_text())
+
+
+def lora_model() -> RegionAutoencoder:
+    model = tiny_model()
+    add_unet_lora(model.unet, rank=4, alpha=8.0)
+    for name, parameter in model.unet.named_parameters():
+        if ".lora_B." in name:  # B starts at zero; give the adapters an effect to save
+            torch.nn.init.normal_(parameter, std=0.2)
+    return model
+
+
+def test_unet_lora_adapters_are_recorded_and_rebuilt_separately(tmp_path):
+    model = lora_model()
+    folder = save_region_autoencoder(model, tmp_path / "rae", ENCODER_SPEC)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert config["unet_lora"] == {"rank": 4, "alpha": 8.0, "dropout": 0.0,
+                                   "target_modules": sorted(DEFAULT_LORA_TARGETS)}
+    loaded = load_region_autoencoder(folder)
+    assert unet_lora_settings(loaded.unet) == config["unet_lora"]
+    assert any(".lora_B." in name for name in loaded.state_dict())  # not merged into the base weights
+    data = batch()
+    tokens = model.encode(data["image"], data["masks"], data["region_valid"]).token_set()
+    torch.testing.assert_close(loaded.decode(tokens, steps=2, seed=1), model.decode(tokens, steps=2, seed=1))
+    assert json.loads(save_region_autoencoder(tiny_model(), tmp_path / "plain", ENCODER_SPEC)
+                      .joinpath(CONFIG_NAME).read_text())["unet_lora"] is None
+
+
+@pytest.mark.parametrize(
+    "lora, message",
+    [
+        ("rank 4", "'unet_lora': expected a mapping or null, got str"),
+        ({"rank": 0}, "'unet_lora': add_unet_lora: rank must be at least 1"),
+        ({"rank": 4, "target_modules": ["nope"]}, r"'unet_lora': add_unet_lora: target_modules \['nope'\]"),
+        ({"rank": 4, "scale": 2}, "'unet_lora': .*unexpected keyword argument 'scale'"),
+        (None, "weights do not match the network .*unexpected"),  # LoRA weights, but no adapters declared
+    ],
+)
+def test_bad_unet_lora_field_names_the_file_and_the_field(tmp_path, lora, message):
+    folder = save_region_autoencoder(lora_model(), tmp_path / "rae", ENCODER_SPEC)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    (folder / CONFIG_NAME).write_text(json.dumps({**config, "unet_lora": lora}))
+    with pytest.raises(PretrainedFormatError, match=message) as raised:
+        load_region_autoencoder(folder)
+    assert str(folder) in str(raised.value)
 
 
 def test_a_failed_save_writes_nothing(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ Plain PyTorch, one concept per module:
   ``guided_denoiser``, which builds ``denoise(x, t)`` from ``model(x, t, cond)``.
 - ``unet_denoiser``: diffusers UNet -> ``model(x, t, cond)``.
 - ``ema``: ``EMA`` of a module's parameters with ``swapped_in()``.
+- ``unet_lora``: ``add_unet_lora`` (peft adapters through diffusers' ``add_adapter``) and ``unet_lora_settings``.
 
 Three lines from a notebook (``repo`` a Stable Diffusion hub id or folder)::
 
@@ -48,9 +49,11 @@ from interpedit.diffusion.noise_schedule import (
     split_model_output,
 )
 from interpedit.diffusion.unet_denoiser import unet_denoiser
+from interpedit.diffusion.unet_lora import DEFAULT_LORA_TARGETS, add_unet_lora, unet_lora_settings
 
 
 __all__ = [
+    "DEFAULT_LORA_TARGETS",
     "EMA",
     "PREDICTION_TYPES",
     "ClassifierFreeGuidance",
@@ -67,6 +70,7 @@ __all__ = [
     "ddim_sample",
     "ddim_sigma",
     "ddim_step",
+    "add_unet_lora",
     "diffusion_loss",
     "guided_denoiser",
     "min_snr_weights",
@@ -75,4 +79,5 @@ __all__ = [
     "standard_normal_like",
     "training_target",
     "unet_denoiser",
+    "unet_lora_settings",
 ]

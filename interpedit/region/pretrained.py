@@ -2,7 +2,8 @@
 
 The JSON holds everything needed to rebuild the network without the training config: the region encoder's
 ``class_path``/``init_args`` spec (as in a LightningCLI YAML), the UNet's, scheduler's and (for latent diffusion)
-VAE's diffusers configs, and whether the conditioning has a global slot. The safetensors file holds the weights
+VAE's diffusers configs, the UNet's LoRA adapter settings when it was trained with adapters (they are rebuilt
+before the weights load, so the adapters stay separate), and whether the conditioning has a global slot. The safetensors file holds the weights
 (the EMA weights when the run kept an EMA). Load it by folder or hub id::
 
     model = load_region_autoencoder("pretrained/shapes_region_autoencoder")
@@ -30,6 +31,7 @@ from interpedit.backbones.loading import (
     _not_found,
     looks_like_local_path,
 )
+from interpedit.diffusion.unet_lora import add_unet_lora, unet_lora_settings
 from interpedit.region.region_autoencoder import RegionAutoencoder
 
 CONFIG_NAME = "region_autoencoder.json"
@@ -123,6 +125,7 @@ def save_region_autoencoder(
         "format_version": FORMAT_VERSION,
         "encoder": encoder_spec,
         "unet": _plain_config(model.unet.config),
+        "unet_lora": unet_lora_settings(model.unet),
         "scheduler": _plain_config(model.scheduler.config),
         "vae": None if model.vae is None else _plain_config(model.vae.config),
         "global_token": model.conditioning.num_extra_slots > 0,
@@ -196,6 +199,14 @@ def build_region_autoencoder(config: dict[str, Any], *, source: Path) -> RegionA
             built[key] = cls.from_config(value)
         except (TypeError, ValueError, KeyError) as exc:
             raise PretrainedFormatError(source, f"{key!r}: {cls.__name__}.from_config failed: {exc}") from exc
+    lora = config.get("unet_lora")
+    if lora is not None:
+        if not isinstance(lora, dict):
+            raise PretrainedFormatError(source, f"'unet_lora': expected a mapping or null, got {type(lora).__name__}")
+        try:
+            add_unet_lora(built["unet"], **lora)
+        except (TypeError, ValueError) as exc:
+            raise PretrainedFormatError(source, f"'unet_lora': {exc}") from exc
     try:
         return RegionAutoencoder(
             encoder, built["unet"], built["scheduler"], vae=built["vae"],
