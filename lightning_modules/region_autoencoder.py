@@ -175,12 +175,19 @@ class RegionAutoencoderModule(LightningModule):
         source_masks, target_masks = batch["source_masks"], batch["target_masks"]
         source_valid, target_valid = batch["source_region_valid"], batch["target_region_valid"]
         keep = keep_random_subset(source_valid, h.min_keep_fraction, generator)
-        encoded = self.model.encode(
-            blank_regions(batch["source_image"], source_masks, source_valid & ~keep, h.blank_fill), source_masks, keep
+        other_keep = keep_random_subset(target_valid, h.min_keep_fraction, generator)
+        # Both encodings in one batched call: the source view with the kept regions (decoded below), and the target
+        # view with another subset (for the consistency loss).
+        both = self.model.encode(
+            torch.cat([blank_regions(batch["source_image"], source_masks, source_valid & ~keep, h.blank_fill),
+                       blank_regions(batch["target_image"], target_masks, target_valid & ~other_keep, h.blank_fill)]),
+            torch.cat([source_masks, target_masks]),
+            torch.cat([keep, other_keep]),
         )
+        encoded_appearance, other_appearance = both.appearance.chunk(2)
         conditioned = keep & target_valid
         # Positions come from the view being decoded, not the one encoded.
-        tokens = RegionTokenSet(encoded.appearance, region_positions(target_masks), conditioned)
+        tokens = RegionTokenSet(encoded_appearance, region_positions(target_masks), conditioned)
         states = self.model.condition(tokens)
         dropped = torch.rand(states.shape[0], generator=generator, device=self.device) < h.cfg_dropout
         states = torch.where(dropped[:, None, None], self.model.unconditional(states), states)
@@ -196,14 +203,8 @@ class RegionAutoencoderModule(LightningModule):
             batch["target_image"], states, loss_mask=loss_mask, generator=generator, layout=layout
         )
 
-        other_keep = keep_random_subset(target_valid, h.min_keep_fraction, generator)
-        other = self.model.encode(
-            blank_regions(batch["target_image"], target_masks, target_valid & ~other_keep, h.blank_fill),
-            target_masks,
-            other_keep,
-        )
         shared = keep & other_keep
-        consistency = centred_cosine_distance(encoded.appearance.float(), other.appearance.float(), shared)
+        consistency = centred_cosine_distance(encoded_appearance.float(), other_appearance.float(), shared)
         return {"diffusion": diffusion, "consistency": consistency, "conditioned_regions": conditioned.float().sum(1).mean()}
 
     def consistency_weight(self) -> float:

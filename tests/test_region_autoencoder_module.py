@@ -81,6 +81,34 @@ def test_decoder_is_conditioned_on_target_view_positions(trained, monkeypatch):
     assert not (valid & ~batch["target_region_valid"]).any()  # regions cropped out of the target get no token
 
 
+def test_both_encodings_are_one_batched_call_equal_to_two_separate_ones(trained, monkeypatch):
+    from lightning_modules.region_autoencoder import centred_cosine_distance
+
+    cli, _ = trained
+    module = cli.model
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    size = batch["source_image"].shape[0]
+    encode, calls = module.model.encode, []
+
+    def spy(images, masks, valid, positions=None):
+        calls.append((images, masks, valid))
+        return encode(images, masks, valid, positions)
+
+    monkeypatch.setattr(module.model, "encode", spy)
+    with torch.no_grad():
+        losses = module.losses(batch, torch.Generator().manual_seed(0))
+        assert len(calls) == 1
+        images, masks, valid = calls[0]
+        assert images.shape[0] == 2 * size
+        assert torch.equal(masks[:size], batch["source_masks"]) and torch.equal(masks[size:], batch["target_masks"])
+        assert not (valid[:size] & ~batch["source_region_valid"]).any()
+        assert not (valid[size:] & ~batch["target_region_valid"]).any()
+        first = encode(images[:size], masks[:size], valid[:size]).appearance
+        second = encode(images[size:], masks[size:], valid[size:]).appearance
+    expected = centred_cosine_distance(first, second, valid[:size] & valid[size:])
+    torch.testing.assert_close(losses["consistency"], expected, atol=1e-5, rtol=1e-4)
+
+
 def test_unet_lora_trains_only_adapters_and_exports_them(tmp_path):
     from interpedit.region.pretrained import CONFIG_NAME, load_region_autoencoder
     from lightning_modules.region_autoencoder import main as export_main
