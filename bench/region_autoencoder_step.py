@@ -69,9 +69,11 @@ SD15_SCHEDULER: dict[str, Any] = {
     "steps_offset": 1,
 }
 SD15_ENCODER: dict[str, Any] = {
-    # DINOv2 ViT-B/14 with registers, random weights, at 224 px (a 16x16 patch grid).
+    # DINOv2 ViT-B/14 with registers, random weights, at 224 px (a 16x16 patch grid), read and frozen as in
+    # configs/region_autoencoder/sd15_dinov2.yaml.
     "features": {"init_args": {"model": "vit_base_patch14_reg4_dinov2", "pretrained": False,
-                               "model_kwargs": {"img_size": 224}}},
+                               "model_kwargs": {"img_size": 224}, "layers": [0, 5, 8, 11],
+                               "layer_merge": "concat", "trainable": "frozen"}},
     # RegionEncoder's own defaults, which are sized for DINOv2 and Stable Diffusion.
     "token_dim": 768,
     "pooling_width": 256,
@@ -173,7 +175,8 @@ def sd15_config(folder: Path, resolution: int, seed: int) -> str:
             "unet": {**SD15_UNET, "sample_size": resolution // 8},
             "scheduler": SD15_SCHEDULER,
             "vae": str(folder),
-            "coordinate_channels": False,  # SD's UNet takes the 4 latent channels only
+            "coordinate_channels": False,  # SD's UNet takes the 4 latent channels only: no coordinate
+            "layout_channels": 0,  # or token-layout channels (those are for decoders trained from scratch)
         }},
     })
 

@@ -48,13 +48,24 @@ def images_and_labels(renders):
     return images, labels
 
 
+def mean_token(model, count: int = 64, seed: int = 7) -> torch.Tensor:
+    """The mean appearance token over every region of ``count`` other scenes."""
+    images, labels = images_and_labels([pair[0] for pair in recoloured_pairs(count, seed)])
+    masks, valid = label_map_regions(labels, num_objects=4)
+    with torch.no_grad():
+        return model.encode(images, masks, valid).appearance[valid].mean(dim=0)
+
+
 def test_a_regions_token_does_not_change_when_another_regions_pixels_change(model):
     """Recolour one object; every other region's appearance token keeps cosine >= 0.9 with its old token.
 
-    Tokens pool the ViT patches a region touches, so a small region that shares a patch with the recoloured
-    object sees some of the changed pixels among its own inputs: the 0.9 bar is asserted for regions that share no
-    patch with it, and over all untouched regions for at least 95% (measured: 295 of 296 over two seeds, the
-    exception an 11-pixel region sharing patches with the recoloured object, at 0.77).
+    The committed encoder adds one large vector to every token (measured: norm 164.6, while tokens differ from
+    their mean by 2.3 on average), so the raw cosine of any two tokens is about 1 and says nothing. Cosines are
+    therefore taken after subtracting the mean token of 64 other scenes (``mean_token``), the same vector for every
+    token; the raw cosine is checked too. Tokens pool the ViT patches a region touches, so a small region that
+    shares a patch with the recoloured object sees some of the changed pixels among its own inputs: the 0.9 bar is
+    asserted for regions that share no patch with it, and over all untouched regions for at least 95% (measured:
+    142 of 143, lowest 0.974 where no patch is shared).
     """
     pairs = recoloured_pairs(48, seed=2026)
     before_images, labels = images_and_labels([p[0] for p in pairs])
@@ -63,7 +74,6 @@ def test_a_regions_token_does_not_change_when_another_regions_pixels_change(mode
     with torch.no_grad():
         before = model.encode(before_images, masks, valid).appearance
         after = model.encode(after_images, masks, valid).appearance
-    cosine = torch.nn.functional.cosine_similarity(before, after, dim=-1)
     patches = patch_grid_masks(masks, model.encoder.features.grid_size)  # (B, K, gh, gw): patch touches region
     others, apart = valid.clone(), valid.clone()
     for row, (_, _, changed) in enumerate(pairs):
@@ -71,14 +81,19 @@ def test_a_regions_token_does_not_change_when_another_regions_pixels_change(mode
         shares = (patches[row] & patches[row, changed]).flatten(1).any(dim=1)
         apart[row] &= ~shares
     assert int(apart.sum()) > 48
+    raw = torch.nn.functional.cosine_similarity(before, after, dim=-1)
+    assert float(raw[others].min()) >= 0.9
+    centre = mean_token(model)
+    before, after = before - centre, after - centre
+    cosine = torch.nn.functional.cosine_similarity(before, after, dim=-1)
     lowest = float(cosine[apart].min())
     assert lowest >= 0.9, f"lowest cosine of a token sharing no patch with the changed region: {lowest:.3f}"
     assert float((cosine[others] >= 0.9).float().mean()) >= 0.95
     # The bar is not met by tokens that all look alike: different regions of one image are far less similar
-    # (measured mean 0.63; two objects of the same colour and shape do get near-identical tokens).
+    # (measured mean 0.18; two objects of the same colour and shape do get near-identical tokens).
     cross = torch.nn.functional.cosine_similarity(before[:, :, None], before[:, None, :], dim=-1)
     different = valid[:, :, None] & valid[:, None, :] & ~torch.eye(valid.shape[1], dtype=torch.bool)
-    assert float(cosine[others].mean()) - float(cross[different].mean()) > 0.2
-    # ...and the recoloured region's own token does change.
+    assert float(cosine[others].mean()) - float(cross[different].mean()) > 0.5
+    # ...and the recoloured region's own token does change (measured mean -0.02).
     changed_cos = torch.stack([cosine[row, changed] for row, (_, _, changed) in enumerate(pairs)])
-    assert float(changed_cos.mean()) < 0.7
+    assert float(changed_cos.mean()) < 0.5
