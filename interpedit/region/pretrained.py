@@ -94,8 +94,15 @@ def without_pretrained_backbone(spec: Any) -> Any:
 
 
 def _plain_config(config: Any) -> dict[str, Any]:
-    """A diffusers config (FrozenDict with private ``_`` keys) as a JSON-ready dict."""
-    return json.loads(json.dumps({key: value for key, value in dict(config).items()}, default=list))
+    """A diffusers config (FrozenDict with private ``_`` keys) as a JSON-ready dict.
+
+    diffusers keeps ``_use_default_values`` in set order, which changes between processes; it is sorted so that
+    exporting the same weights twice writes the same file.
+    """
+    plain = json.loads(json.dumps({key: value for key, value in dict(config).items()}, default=list))
+    if isinstance(plain.get("_use_default_values"), list):
+        plain["_use_default_values"] = sorted(plain["_use_default_values"])
+    return plain
 
 
 def save_region_autoencoder(
