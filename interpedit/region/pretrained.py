@@ -99,7 +99,7 @@ def _plain_config(config: Any) -> dict[str, Any]:
     diffusers keeps ``_use_default_values`` in set order, which changes between processes; it is sorted so that
     exporting the same weights twice writes the same file.
     """
-    plain = json.loads(json.dumps({key: value for key, value in dict(config).items()}, default=list))
+    plain = json.loads(json.dumps(dict(config), default=list))
     if isinstance(plain.get("_use_default_values"), list):
         plain["_use_default_values"] = sorted(plain["_use_default_values"])
     return plain
