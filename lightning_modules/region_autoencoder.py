@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 from contextlib import nullcontext
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,12 @@ class RegionAutoencoderModule(LightningModule):
             from scratch, with ``in_channels`` = image channels + 2); see ``RegionAutoencoder``.
         layout_channels: also paint the region tokens at their positions into this many extra UNet input channels
             (``interpedit.region.token_layout``); 0 turns it off.
+        layout_shape: ``disc`` paints each region as a disc from its position; ``silhouette`` paints its outline
+            (``interpedit.region.region_silhouettes``) at its position, so the decoder gets the regions' shapes too.
+        silhouette_size: side of the silhouettes in samples (``layout_shape: silhouette``).
+        silhouette_extent: half-side of a silhouette's frame as a multiple of the region's size.
+        init_from: a ``.ckpt`` of this module to start from (weights and EMA, not the optimiser or the step): a new
+            schedule on top of a trained model, e.g. to switch ``layout_shape``, whose weights have the same shapes.
         learning_rate: AdamW learning rate for the effective batch size (it does not change with the GPU count).
         encoder_lr_multiplier: learning-rate factor for the region encoder's and the conditioning's trainable
             parameters (mostly new layers, next to a pretrained UNet).
@@ -119,6 +126,10 @@ class RegionAutoencoderModule(LightningModule):
         unet_lora_modules: Sequence[str] = DEFAULT_LORA_TARGETS,
         coordinate_channels: bool = False,
         layout_channels: int = 0,
+        layout_shape: str = "disc",
+        silhouette_size: int = 32,
+        silhouette_extent: float = 1.5,
+        init_from: str | None = None,
         learning_rate: float = 2e-4,
         encoder_lr_multiplier: float = 1.0,
         weight_decay: float = 0.01,
@@ -145,7 +156,8 @@ class RegionAutoencoderModule(LightningModule):
         vae_model = load_diffusers_model(AutoencoderKL, vae, subfolder="vae") if vae is not None else None
         self.model = RegionAutoencoder(
             encoder, build_unet(unet), build_scheduler(scheduler), vae=vae_model,
-            coordinate_channels=coordinate_channels, layout_channels=layout_channels,
+            coordinate_channels=coordinate_channels, layout_channels=layout_channels, layout_shape=layout_shape,
+            silhouette_size=silhouette_size, silhouette_extent=silhouette_extent,
         )
         if unet_training == "cross_attention":
             self.model.unet.requires_grad_(False)
@@ -161,6 +173,35 @@ class RegionAutoencoderModule(LightningModule):
             self.model.unet.enable_gradient_checkpointing()
         self.ema = EMA(self.model, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None else None
         self._ema_step = 0
+        if init_from is not None:
+            self.load_weights(init_from)
+
+    def load_weights(self, checkpoint: str | Path) -> None:
+        """Start from a ``.ckpt`` of this module (``init_from``): its EMA weights when it kept an EMA (what its
+        validation and exports used), else its raw weights; this module's EMA restarts from them."""
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"RegionAutoencoderModule.init_from: no checkpoint at {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as exc:
+            raise ValueError(f"{path}: not a Lightning checkpoint with a 'state_dict' ({exc})") from exc
+        parts = {prefix: {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+                 for prefix in ("model.", "ema.")}
+        try:
+            self.model.load_state_dict(parts["model."])
+            if parts["ema."]:
+                averaged = EMA(self.model, decay=0.0)
+                averaged.load_state_dict(parts["ema."])
+                with torch.no_grad():
+                    averaged.copy_to(self.model)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"{path}: its 'state_dict' does not fit this model; init_from needs a checkpoint of the same "
+                f"architecture ({str(exc).splitlines()[0]})"
+            ) from exc
+        if self.ema is not None:
+            self.ema = EMA(self.model, decay=self.hparams.ema_decay, warmup=self.hparams.ema_warmup)
 
     # ------------------------------------------------------------------ training
     def step_generator(self, batch_idx: int) -> torch.Generator:
@@ -186,8 +227,10 @@ class RegionAutoencoderModule(LightningModule):
         )
         encoded_appearance, other_appearance = both.appearance.chunk(2)
         conditioned = keep & target_valid
-        # Positions come from the view being decoded, not the one encoded.
-        tokens = RegionTokenSet(encoded_appearance, region_positions(target_masks), conditioned)
+        # Positions (and silhouettes) come from the view being decoded, not the one encoded.
+        target_positions = region_positions(target_masks)
+        silhouettes = self.model.silhouettes(target_masks, target_positions)
+        tokens = RegionTokenSet(encoded_appearance, target_positions, conditioned, silhouettes)
         states = self.model.condition(tokens)
         dropped = torch.rand(states.shape[0], generator=generator, device=self.device) < h.cfg_dropout
         states = torch.where(dropped[:, None, None], self.model.unconditional(states), states)
@@ -314,6 +357,7 @@ def export_pretrained(
             raise PretrainedFormatError(config_path, f"model.class_path is {model_spec['class_path']!r}, not a region autoencoder")
         init_args = dict(model_spec["init_args"])
         encoder_spec = init_args.pop("encoder")
+        init_args.pop("init_from", None)  # the checkpoint holds the trained weights
     except (KeyError, TypeError) as exc:
         raise PretrainedFormatError(config_path, f"missing field model.init_args.encoder ({exc})") from exc
     module = RegionAutoencoderModule(instantiate_spec(without_pretrained_backbone(encoder_spec), source=config_path, where="model.init_args.encoder"), **init_args)

@@ -151,3 +151,63 @@ def test_unknown_unet_training_mode_or_bad_lora_target_is_refused(tmp_path):
         with patch.object(sys, "argv", ["train.py"]), pytest.raises(ValueError, match=message):
             cli_main(["fit", "--config", EXPERIMENT, "--config", TINY, *override,
                       "--trainer.default_root_dir", str(tmp_path)])
+
+
+SILHOUETTES = ["--model.init_args.layout_shape", "silhouette", "--model.init_args.silhouette_size", "16"]
+
+
+def test_silhouette_layout_starts_from_a_checkpoint_and_paints_target_view_outlines(trained, tmp_path, monkeypatch):
+    from interpedit.region.pretrained import CONFIG_NAME, load_region_autoencoder
+    from interpedit.region.region_silhouettes import region_silhouettes
+    from lightning_modules.region_autoencoder import main as export_main
+
+    earlier, root = trained
+    start_from = ["--model.init_args.init_from", str(root / "checkpoints/last.ckpt"), "--trainer.limit_val_batches", "0"]
+    with patch.object(sys, "argv", ["train.py"]):
+        start = cli_main(["fit", "--config", EXPERIMENT, "--config", TINY, *SILHOUETTES, *start_from,
+                          "--trainer.max_steps", "0", "--trainer.default_root_dir", str(tmp_path / "start")])
+    # The run starts from the checkpoint's averaged weights, and its own EMA restarts there.
+    with earlier.model.ema.swapped_in():
+        averaged = {k: v.clone() for k, v in earlier.model.model.state_dict().items()}
+    for key, value in start.model.model.state_dict().items():
+        torch.testing.assert_close(value, averaged[key], msg=key)
+    assert int(start.model.ema.num_updates) == 0
+
+    module = start.model
+    batch = next(iter(start.datamodule.train_dataloader()))
+    seen = {}
+    token_layout = module.model.token_layout
+
+    def spy(token_set, height, width):
+        seen["tokens"] = token_set
+        return token_layout(token_set, height, width)
+
+    monkeypatch.setattr(module.model, "token_layout", spy)
+    module.losses(batch, torch.Generator().manual_seed(0))
+    tokens = seen["tokens"]
+    target = batch["target_masks"]
+    expected = region_silhouettes(target, region_positions(target), 16, 1.5)
+    torch.testing.assert_close(tokens.silhouettes[tokens.valid], expected[tokens.valid])
+
+    with patch.object(sys, "argv", ["train.py"]):
+        cli_main(["fit", "--config", EXPERIMENT, "--config", TINY, *SILHOUETTES, *start_from,
+                  "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path / "run")])
+    export_main(["export", "--ckpt", str(tmp_path / "run/checkpoints/last.ckpt"), "--out", str(tmp_path / "rae")])
+    assert '"layout_shape": "silhouette"' in (tmp_path / "rae" / CONFIG_NAME).read_text()
+    assert load_region_autoencoder(tmp_path / "rae").uses_silhouettes
+
+
+def test_init_from_a_missing_or_mismatched_checkpoint_is_refused(trained, tmp_path):
+    _, root = trained
+    with patch.object(sys, "argv", ["train.py"]), pytest.raises(FileNotFoundError, match="init_from: no checkpoint"):
+        cli_main(["fit", "--config", EXPERIMENT, "--config", TINY, "--model.init_args.init_from",
+                  str(tmp_path / "missing.ckpt"), "--trainer.default_root_dir", str(tmp_path)])
+    wider = ["--model.init_args.unet.block_out_channels", "[16, 16]"]
+    with patch.object(sys, "argv", ["train.py"]), pytest.raises(ValueError, match="same architecture") as raised:
+        cli_main(["fit", "--config", EXPERIMENT, "--config", TINY, *wider, "--model.init_args.init_from",
+                  str(root / "checkpoints/last.ckpt"), "--trainer.default_root_dir", str(tmp_path)])
+    assert "last.ckpt" in str(raised.value)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with patch.object(sys, "argv", ["train.py"]), pytest.raises(ValueError, match="junk.ckpt: not a Lightning"):
+        cli_main(["fit", "--config", EXPERIMENT, "--config", TINY, "--model.init_args.init_from",
+                  str(tmp_path / "junk.ckpt"), "--trainer.default_root_dir", str(tmp_path)])

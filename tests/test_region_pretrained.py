@@ -244,3 +244,42 @@ def test_saved_folder_and_files_are_readable_by_others_under_the_usual_umask(tmp
         os.umask(old)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
     assert stat.S_IMODE((folder / WEIGHTS_NAME).stat().st_mode) == 0o644
+
+
+def silhouette_model() -> RegionAutoencoder:
+    torch.manual_seed(0)
+    encoder = instantiate_spec(pretrained_module.without_pretrained_backbone(ENCODER_SPEC), source=Path("test"),
+                               where="encoder")
+    unet = tiny_unet2d_condition(in_channels=3 + 4, out_channels=3, sample_size=32, cross_attention_dim=8)
+    scheduler = DDIMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=False,
+                              prediction_type="v_prediction")
+    return RegionAutoencoder(encoder, unet, scheduler, layout_channels=4, layout_shape="silhouette",
+                             silhouette_size=12, silhouette_extent=1.25).eval()
+
+
+def test_a_silhouette_layout_is_recorded_and_rebuilt(tmp_path):
+    model = silhouette_model()
+    folder = save_region_autoencoder(model, tmp_path / "rae", ENCODER_SPEC)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert (config["layout_shape"], config["silhouette_size"], config["silhouette_extent"]) == ("silhouette", 12, 1.25)
+    loaded = load_region_autoencoder(folder)
+    data = batch()
+    tokens = loaded.encode(data["image"], data["masks"], data["region_valid"]).token_set()
+    assert tokens.silhouettes is not None and tokens.silhouettes.shape[-1] == 12
+    assert tokens.silhouettes[~tokens.valid].abs().sum() == 0
+    torch.testing.assert_close(loaded.decode(tokens, steps=2, seed=1), model.decode(tokens, steps=2, seed=1))
+    # A disc-layout model's file has no such fields, as before the option existed.
+    plain = save_region_autoencoder(tiny_model(), tmp_path / "plain", ENCODER_SPEC)
+    assert "layout_shape" not in json.loads((plain / CONFIG_NAME).read_text())
+
+
+@pytest.mark.parametrize("field, value, message", [("layout_shape", "box", "'layout_shape': 'box'"),
+                                                   ("silhouette_size", 0, "'silhouette_size'"),
+                                                   ("silhouette_extent", "wide", "'silhouette_extent'")])
+def test_bad_layout_fields_name_the_file_and_the_field(tmp_path, field, value, message):
+    folder = save_region_autoencoder(silhouette_model(), tmp_path / "rae", ENCODER_SPEC)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    (folder / CONFIG_NAME).write_text(json.dumps({**config, field: value}))
+    with pytest.raises(PretrainedFormatError, match=message) as raised:
+        load_region_autoencoder(folder)
+    assert str(folder) in str(raised.value)

@@ -155,3 +155,42 @@ def test_edited_sets_share_no_memory_with_their_inputs():
     inputs = [getattr(tokens, field).untyped_storage().data_ptr() for tokens in (target, source) for field in FIELDS]
     for edited in edits:
         assert not {getattr(edited, field).untyped_storage().data_ptr() for field in FIELDS} & set(inputs)
+
+
+def with_silhouettes(tokens: RegionTokenSet, seed: int = 1, size: int = 5) -> RegionTokenSet:
+    generator = torch.Generator().manual_seed(seed)
+    shapes = torch.rand(tokens.batch_size, tokens.num_slots, size, size, generator=generator)
+    return RegionTokenSet(tokens.appearance, tokens.positions, tokens.valid, shapes * tokens.valid[..., None, None])
+
+
+def test_silhouettes_travel_with_appearance():
+    tokens = with_silhouettes(token_set())
+    shapes = tokens.silhouettes
+    # Move and resize change positions only; the outline is position-free and stays.
+    assert torch.equal(move_region(tokens, 0, (0.2, 0.8)).silhouettes, shapes)
+    assert torch.equal(resize_region(tokens, 1, 0.3).silhouettes, shapes)
+    # Swap trades outlines with appearance; remove zeroes the removed slot's.
+    swapped = swap_regions(tokens, 0, 2).silhouettes
+    assert torch.equal(swapped[:, 0], shapes[:, 2]) and torch.equal(swapped[:, 2], shapes[:, 0])
+    assert torch.equal(swapped[:, 1], shapes[:, 1])
+    removed = remove_regions(tokens, [1]).silhouettes
+    assert removed[:, 1].abs().sum() == 0 and torch.equal(removed[:, [0, 2]], shapes[:, [0, 2]])
+    # Transplant takes the source region's outline; interpolation mixes outlines of regions present in both.
+    other = with_silhouettes(token_set(seed=5), seed=6)
+    taken = transplant_region(tokens, other, 2, 0).silhouettes
+    assert torch.equal(taken[:, 0], other.silhouettes[:, 2]) and torch.equal(taken[:, 1:], shapes[:, 1:])
+    mixed = interpolate_tokens(tokens, other, 0.25).silhouettes
+    torch.testing.assert_close(mixed[:, :3], torch.lerp(shapes[:, :3], other.silhouettes[:, :3], 0.25))
+    assert shapes.data_ptr() != swapped.data_ptr()
+
+
+def test_silhouettes_must_fit_the_set_and_both_sets_of_an_edit():
+    tokens = token_set()
+    with pytest.raises(ValueError, match="silhouettes"):
+        RegionTokenSet(tokens.appearance, tokens.positions, tokens.valid, torch.zeros(2, 3, 5, 5))
+    with pytest.raises(ValueError, match="silhouettes"):
+        RegionTokenSet(tokens.appearance, tokens.positions, tokens.valid, torch.zeros(2, 4, 5, 6))
+    with pytest.raises(ValueError, match="silhouettes of size"):
+        transplant_region(with_silhouettes(tokens), token_set(seed=3), 0, 1)
+    with pytest.raises(ValueError, match="silhouettes of size"):
+        interpolate_tokens(with_silhouettes(tokens, size=5), with_silhouettes(token_set(seed=3), size=7), 0.5)

@@ -46,3 +46,33 @@ def test_moving_a_region_moves_its_paint_and_removing_it_uncovers_the_background
 def test_channels_must_be_positive():
     with pytest.raises(ValueError, match="channels"):
         TokenLayout(4, channels=0)
+
+
+def test_a_silhouette_layout_paints_each_region_through_its_outline():
+    from interpedit.region import region_positions
+    from interpedit.region.region_silhouettes import region_silhouettes
+
+    layout = TokenLayout(token_dim=2, channels=2, shape="silhouette", silhouette_size=48)
+    with torch.no_grad():
+        layout.project.weight.copy_(torch.eye(2))
+        layout.project.bias.zero_()
+    masks = torch.zeros(1, 2, 32, 32, dtype=torch.bool)
+    masks[0, 0, 4:12, 4:20] = True  # a wide rectangle, which a disc would not follow
+    masks[0, 1] = ~masks[0, 0]
+    positions, valid = region_positions(masks), torch.tensor([[True, True]])
+    tokens = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    canvas = layout(tokens, positions, valid, 32, 32, region_silhouettes(masks, positions, 48, 1.5))
+    assert ((canvas[0, 0] > 0.5) == masks[0, 0]).float().mean() > 0.99
+    assert ((canvas[0, 1] > 0.5) == masks[0, 1]).float().mean() > 0.97
+    disc = layout_module()(tokens, positions, valid, 32, 32)
+    assert ((disc[0, 0] > 0.5) == masks[0, 0]).float().mean() < 0.95  # the disc layout misses the outline
+    with pytest.raises(ValueError, match="silhouettes"):
+        layout(tokens, positions, valid, 32, 32)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"shape": "box"}, "shape: 'box'"),
+                                             ({"silhouette_size": 0}, "silhouette_size"),
+                                             ({"silhouette_extent": 0.0}, "silhouette_extent")])
+def test_bad_layout_shape_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TokenLayout(4, channels=2, **kwargs)

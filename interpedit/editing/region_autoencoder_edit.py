@@ -57,16 +57,18 @@ def label_map_regions(labels: Tensor, num_objects: int | None = None) -> tuple[T
 
 
 def _sample(tokens: RegionTokenSet, index: int) -> RegionTokenSet:
-    return RegionTokenSet(
-        tokens.appearance[index : index + 1], tokens.positions[index : index + 1], tokens.valid[index : index + 1]
-    )
+    pick = slice(index, index + 1)
+    silhouettes = None if tokens.silhouettes is None else tokens.silhouettes[pick]
+    return RegionTokenSet(tokens.appearance[pick], tokens.positions[pick], tokens.valid[pick], silhouettes)
 
 
 def _cat(token_sets: Sequence[RegionTokenSet]) -> RegionTokenSet:
+    silhouettes = None if token_sets[0].silhouettes is None else torch.cat([t.silhouettes for t in token_sets])
     return RegionTokenSet(
         torch.cat([t.appearance for t in token_sets]),
         torch.cat([t.positions for t in token_sets]),
         torch.cat([t.valid for t in token_sets]),
+        silhouettes,
     )
 
 

@@ -18,10 +18,17 @@ def _on_samples(
     index = which.nonzero().flatten()
     if index.numel() == 0:
         return tokens
-    edited = edit(RegionTokenSet(tokens.appearance[index], tokens.positions[index], tokens.valid[index]))
+    shapes = tokens.silhouettes
+    edited = edit(RegionTokenSet(
+        tokens.appearance[index], tokens.positions[index], tokens.valid[index],
+        None if shapes is None else shapes[index],
+    ))
     appearance, positions, valid = tokens.appearance.clone(), tokens.positions.clone(), tokens.valid.clone()
     appearance[index], positions[index], valid[index] = edited.appearance, edited.positions, edited.valid
-    return RegionTokenSet(appearance, positions, valid)
+    if shapes is not None:
+        shapes = shapes.clone()
+        shapes[index] = edited.silhouettes
+    return RegionTokenSet(appearance, positions, valid, shapes)
 
 
 def far_centroid(positions: Tensor, slot: int) -> Tensor:

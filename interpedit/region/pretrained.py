@@ -138,6 +138,7 @@ def save_region_autoencoder(
         "global_token": model.conditioning.num_extra_slots > 0,
         "coordinate_channels": bool(model.coordinate_channels),
         "layout_channels": 0 if model.layout is None else int(model.layout.channels),
+        **_layout_fields(model),
         "stored_dtype": str(dtype or "as trained").replace("torch.", ""),
         **(extra or {}),
     }
@@ -183,6 +184,33 @@ def _local_folder(id_or_path: str | os.PathLike) -> Path:
         raise _not_found(what, id_or_path, None, error) from error
 
 
+def _layout_fields(model: RegionAutoencoder) -> dict[str, Any]:
+    """The token layout's shape settings (``disc`` layouts have none, which keeps their files as they were)."""
+    if model.layout is None or model.layout.shape == "disc":
+        return {}
+    return {
+        "layout_shape": model.layout.shape,
+        "silhouette_size": int(model.layout.silhouette_size),
+        "silhouette_extent": float(model.layout.silhouette_extent),
+    }
+
+
+def _layout_settings(config: dict[str, Any], source: Path) -> dict[str, Any]:
+    """``layout_shape``, ``silhouette_size`` and ``silhouette_extent`` of a config, checked."""
+    from interpedit.region.token_layout import LAYOUT_SHAPES
+
+    shape = config.get("layout_shape", "disc")
+    if shape not in LAYOUT_SHAPES:
+        raise PretrainedFormatError(source, f"'layout_shape': {shape!r} is not one of {', '.join(LAYOUT_SHAPES)}")
+    size = config.get("silhouette_size", 32)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise PretrainedFormatError(source, f"'silhouette_size': expected a positive integer, got {size!r}")
+    extent = config.get("silhouette_extent", 1.5)
+    if isinstance(extent, bool) or not isinstance(extent, (int, float)) or not extent > 0:
+        raise PretrainedFormatError(source, f"'silhouette_extent': expected a positive number, got {extent!r}")
+    return {"layout_shape": shape, "silhouette_size": size, "silhouette_extent": float(extent)}
+
+
 def build_region_autoencoder(config: dict[str, Any], *, source: Path) -> RegionAutoencoder:
     """A randomly initialised region autoencoder from a parsed ``region_autoencoder.json``."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -214,12 +242,14 @@ def build_region_autoencoder(config: dict[str, Any], *, source: Path) -> RegionA
             add_unet_lora(built["unet"], **lora)
         except (TypeError, ValueError) as exc:
             raise PretrainedFormatError(source, f"'unet_lora': {exc}") from exc
+    layout = _layout_settings(config, source)
     try:
         return RegionAutoencoder(
             encoder, built["unet"], built["scheduler"], vae=built["vae"],
             global_token=bool(config.get("global_token", True)),
             coordinate_channels=bool(config.get("coordinate_channels", False)),
             layout_channels=int(config.get("layout_channels", 0)),
+            **layout,
         )
     except ValueError as exc:
         raise PretrainedFormatError(source, str(exc)) from exc

@@ -11,6 +11,7 @@ pixel space (the shapes world) or in a frozen VAE's latent space (Stable Diffusi
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from interpedit.diffusion import (
 )
 from interpedit.region.region_conditioning import RegionConditioning
 from interpedit.region.region_encoder import RegionEncoder, RegionEncoderOutput
+from interpedit.region.region_silhouettes import region_silhouettes
 from interpedit.region.token_edits import RegionTokenSet
 from interpedit.region.token_layout import TokenLayout
 
@@ -46,6 +48,11 @@ class RegionAutoencoder(nn.Module):
         layout_channels: when positive, also paint the region tokens onto the pixel grid at their positions
             (``TokenLayout``) and append that many channels to the UNet's input; the unconditional input gets an
             empty (zero) layout. For UNets trained from scratch (``in_channels`` grows by this number).
+        layout_shape: how a region covers the layout: ``disc`` (from its position alone) or ``silhouette`` (its
+            outline, ``interpedit.region.region_silhouettes``, placed at its position; :meth:`encode` then adds
+            silhouettes to the tokens).
+        silhouette_size: side of the silhouettes in samples, for ``layout_shape="silhouette"``.
+        silhouette_extent: half-side of a silhouette's frame as a multiple of the region's size.
     """
 
     def __init__(
@@ -57,10 +64,17 @@ class RegionAutoencoder(nn.Module):
         global_token: bool = True,
         coordinate_channels: bool = False,
         layout_channels: int = 0,
+        layout_shape: str = "disc",
+        silhouette_size: int = 32,
+        silhouette_extent: float = 1.5,
     ) -> None:
         super().__init__()
         self.coordinate_channels = coordinate_channels
-        self.layout = TokenLayout(encoder.token_dim, layout_channels) if layout_channels > 0 else None
+        self.layout = (
+            TokenLayout(encoder.token_dim, layout_channels, shape=layout_shape, silhouette_size=silhouette_size,
+                        silhouette_extent=silhouette_extent)
+            if layout_channels > 0 else None
+        )
         self.encoder = encoder
         self.unet = unet
         self.conditioning = RegionConditioning(encoder.token_dim, unet.config.cross_attention_dim, global_token)
@@ -116,7 +130,21 @@ class RegionAutoencoder(nn.Module):
         """The token layout (B, C, height, width) of a token set, or None when the model has none."""
         if self.layout is None:
             return None
-        return self.layout(token_set.appearance, token_set.positions, token_set.valid, height, width)
+        return self.layout(
+            token_set.appearance, token_set.positions, token_set.valid, height, width, token_set.silhouettes
+        )
+
+    @property
+    def uses_silhouettes(self) -> bool:
+        """Whether the decoder's layout paints region silhouettes (token sets must carry them)."""
+        return self.layout is not None and self.layout.shape == "silhouette"
+
+    def silhouettes(self, masks: Tensor, positions: Tensor) -> Tensor | None:
+        """(B, K, S, S) silhouettes of masks (B, K, H, W) at positions (B, K, 3) for this model's layout, or None
+        when it paints none."""
+        if not self.uses_silhouettes:
+            return None
+        return region_silhouettes(masks, positions, self.layout.silhouette_size, self.layout.silhouette_extent)
 
     def denoiser(self, layout: Tensor | None = None) -> Any:
         """The UNet as ``model(x, t, cond) -> output`` (``interpedit.diffusion`` samplers), with the extra input
@@ -136,8 +164,13 @@ class RegionAutoencoder(nn.Module):
 
     # ------------------------------------------------------------------ tokens
     def encode(self, images: Tensor, masks: Tensor, valid: Tensor, positions: Tensor | None = None) -> RegionEncoderOutput:
-        """Region tokens of images (B, 3, H, W) in [0, 1] with masks (B, K, H, W) and validity (B, K)."""
-        return self.encoder(images, masks, valid, positions)
+        """Region tokens of images (B, 3, H, W) in [0, 1] with masks (B, K, H, W) and validity (B, K); with the
+        regions' silhouettes when the layout paints them."""
+        output = self.encoder(images, masks, valid, positions)
+        if not self.uses_silhouettes:
+            return output
+        shapes = self.silhouettes(masks, output.positions) * output.valid[..., None, None].to(output.positions.dtype)
+        return dataclasses.replace(output, silhouettes=shapes)
 
     def condition(self, token_set: RegionTokenSet) -> Tensor:
         """Cross-attention states (B, K + extra slots, C) for a (possibly edited) token set."""

@@ -29,6 +29,8 @@ class RegionEncoderOutput:
         valid: (B, K) bool, True where the slot holds a region.
         attribute_logits: ``{attribute: (B, K, classes)}`` from the appearance tokens; empty without heads.
         rotation: (B, K, 2) ``(cos, sin)`` from the appearance tokens, or None without a rotation head.
+        silhouettes: (B, K, S, S) region outlines for decoders that paint them (``RegionAutoencoder.encode`` adds
+            them when its layout needs them), else None.
     """
 
     appearance: torch.Tensor
@@ -37,10 +39,11 @@ class RegionEncoderOutput:
     valid: torch.Tensor
     attribute_logits: dict[str, torch.Tensor] = field(default_factory=dict)
     rotation: torch.Tensor | None = None
+    silhouettes: torch.Tensor | None = None
 
     def token_set(self) -> RegionTokenSet:
-        """The editable part: appearance, positions and validity (see ``interpedit.region.token_edits``)."""
-        return RegionTokenSet(self.appearance, self.positions, self.valid)
+        """The editable part: appearance, positions, validity and silhouettes (``interpedit.region.token_edits``)."""
+        return RegionTokenSet(self.appearance, self.positions, self.valid, self.silhouettes)
 
 
 class RegionEncoder(nn.Module):

@@ -4,7 +4,10 @@ Every function returns a new ``RegionTokenSet`` of new tensors (none shares memo
 changes to a result never reach the original) and leaves its inputs untouched; only the edited slots differ.
 A slot is named by an ``int`` (the same slot in every sample) or a (B,) long tensor (one slot per sample). Edits
 act on appearance tokens and explicit positions; the region tokens the decoder sees come from
-``RegionEncoder.condition(edited.appearance, edited.positions, edited.valid)``.
+``RegionEncoder.condition(edited.appearance, edited.positions, edited.valid)``. A token set may also carry each
+region's silhouette (its outline in a frame that follows its position, ``interpedit.region.region_silhouettes``) for
+decoders that paint outlines; silhouettes travel with appearance: a move or resize leaves them as they are, a swap or
+transplant carries them along, a removal zeroes them.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ class RegionTokenSet:
         appearance: (B, K, D) position-free appearance tokens.
         positions: (B, K, 3) ``x, y, size`` in [0, 1] (see ``interpedit.region.region_positions``).
         valid: (B, K) bool, True where the slot holds a region.
+        silhouettes: (B, K, S, S) region outlines in [0, 1] in position-relative frames, or None.
     """
 
     appearance: torch.Tensor
     positions: torch.Tensor
     valid: torch.Tensor
+    silhouettes: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         batch_slots = tuple(self.valid.shape)
@@ -48,6 +53,15 @@ class RegionTokenSet:
             )
         if self.valid.dtype != torch.bool:
             raise ValueError(f"RegionTokenSet.valid: expected bool, got {self.valid.dtype}")
+        if self.silhouettes is not None and (
+            self.silhouettes.dim() != 4
+            or tuple(self.silhouettes.shape[:2]) != batch_slots
+            or self.silhouettes.shape[2] != self.silhouettes.shape[3]
+        ):
+            raise ValueError(
+                f"RegionTokenSet.silhouettes: expected (B={batch_slots[0]}, K={batch_slots[1]}, S, S), got "
+                f"{tuple(self.silhouettes.shape)}"
+            )
 
     @property
     def batch_size(self) -> int:
@@ -80,8 +94,17 @@ def _slot_mask(slot: Slot, tokens: RegionTokenSet, what: str) -> torch.Tensor:
 
 
 def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(B, K, C) values at one slot per sample -> (B, 1, C)."""
+    """(B, K, ...) values at one slot per sample -> (B, 1, ...)."""
     return values[torch.arange(values.shape[0], device=values.device), index][:, None]
+
+
+def _cloned(silhouettes: torch.Tensor | None) -> torch.Tensor | None:
+    return None if silhouettes is None else silhouettes.clone()
+
+
+def _at_slot(slot_mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, K) bool -> broadcastable against (B, K, ...) ``like``."""
+    return slot_mask.reshape(*slot_mask.shape, *([1] * (like.dim() - 2)))
 
 
 def _require_valid(mask: torch.Tensor, tokens: RegionTokenSet, what: str) -> None:
@@ -126,10 +149,14 @@ def remove_regions(tokens: RegionTokenSet, remove: int | Sequence[int] | torch.T
         mask[indices] = True
         mask = mask.to(tokens.valid.device).expand(batch, slots)
     keep = ~mask
+    silhouettes = tokens.silhouettes
+    if silhouettes is not None:
+        silhouettes = torch.where(_at_slot(keep, silhouettes), silhouettes, torch.zeros_like(silhouettes))
     return RegionTokenSet(
         torch.where(keep[..., None], tokens.appearance, torch.zeros_like(tokens.appearance)),
         torch.where(keep[..., None], tokens.positions, torch.zeros_like(tokens.positions)),
         tokens.valid & keep,
+        silhouettes,
     )
 
 
@@ -149,7 +176,7 @@ def move_region(
     _check_unit_interval(new, "move_region: centroid")
     positions = tokens.positions.clone()
     positions[..., :2] = torch.where(mask[..., None], new[:, None, :], tokens.positions[..., :2])
-    return RegionTokenSet(tokens.appearance.clone(), positions, tokens.valid.clone())
+    return RegionTokenSet(tokens.appearance.clone(), positions, tokens.valid.clone(), _cloned(tokens.silhouettes))
 
 
 def resize_region(tokens: RegionTokenSet, slot: Slot, size: torch.Tensor | float) -> RegionTokenSet:
@@ -168,11 +195,12 @@ def resize_region(tokens: RegionTokenSet, slot: Slot, size: torch.Tensor | float
     _check_unit_interval(new, "resize_region: size")
     positions = tokens.positions.clone()
     positions[..., 2] = torch.where(mask, new, tokens.positions[..., 2])
-    return RegionTokenSet(tokens.appearance.clone(), positions, tokens.valid.clone())
+    return RegionTokenSet(tokens.appearance.clone(), positions, tokens.valid.clone(), _cloned(tokens.silhouettes))
 
 
 def swap_regions(tokens: RegionTokenSet, slot_a: Slot, slot_b: Slot) -> RegionTokenSet:
-    """Swap two regions' appearances within each image; positions stay, so each object takes the other's place.
+    """Swap two regions' appearances (and silhouettes) within each image; positions stay, so each object takes the
+    other's place.
 
     Args:
         tokens: the token set.
@@ -187,7 +215,12 @@ def swap_regions(tokens: RegionTokenSet, slot_a: Slot, slot_b: Slot) -> RegionTo
     appearance_a, appearance_b = _take(tokens.appearance, index_a), _take(tokens.appearance, index_b)
     swapped = torch.where(mask_a[..., None], appearance_b, tokens.appearance)
     swapped = torch.where(mask_b[..., None] & ~mask_a[..., None], appearance_a, swapped)
-    return RegionTokenSet(swapped, tokens.positions.clone(), tokens.valid.clone())
+    silhouettes = tokens.silhouettes
+    if silhouettes is not None:
+        first, second = _at_slot(mask_a, silhouettes), _at_slot(mask_b & ~mask_a, silhouettes)
+        silhouettes = torch.where(first, _take(silhouettes, index_b), silhouettes)
+        silhouettes = torch.where(second, _take(tokens.silhouettes, index_a), silhouettes)
+    return RegionTokenSet(swapped, tokens.positions.clone(), tokens.valid.clone(), silhouettes)
 
 
 def transplant_region(
@@ -198,7 +231,8 @@ def transplant_region(
     *,
     take_position: bool = False,
 ) -> RegionTokenSet:
-    """Give a target region the appearance of a region of another image (sample ``b`` of each, pairwise).
+    """Give a target region the appearance (and silhouette) of a region of another image (sample ``b`` of each,
+    pairwise). Both token sets carry silhouettes of one size, or neither does.
 
     Args:
         target: the token set being edited.
@@ -220,20 +254,35 @@ def transplant_region(
     target_mask = _slot_mask(target_slot, target, "transplant_region: target_slot")
     if not take_position:
         _require_valid(target_mask, target, "transplant_region: target_slot (use take_position to fill an empty one)")
+    _check_same_silhouettes(source, target, "transplant_region")
     appearance, position = _take(source.appearance, source_index), _take(source.positions, source_index)
     slot = target_mask[..., None]
     positions = torch.where(slot, position, target.positions) if take_position else target.positions.clone()
+    silhouettes = target.silhouettes
+    if silhouettes is not None:
+        taken = _take(source.silhouettes, source_index).to(silhouettes.dtype)
+        silhouettes = torch.where(_at_slot(target_mask, silhouettes), taken, silhouettes)
     return RegionTokenSet(
         torch.where(slot, appearance.to(target.appearance.dtype), target.appearance),
         positions,
         target.valid | target_mask,
+        silhouettes,
     )
+
+
+def _check_same_silhouettes(first: RegionTokenSet, second: RegionTokenSet, what: str) -> None:
+    shapes = [None if t.silhouettes is None else tuple(t.silhouettes.shape[2:]) for t in (first, second)]
+    if shapes[0] != shapes[1]:
+        raise ValueError(
+            f"{what}: one token set has silhouettes of size {shapes[0]} and the other {shapes[1]}; encode both with "
+            "the same model"
+        )
 
 
 def interpolate_tokens(start: RegionTokenSet, end: RegionTokenSet, alpha: float) -> RegionTokenSet:
     """Linear interpolation between two images' token sets, slot by slot.
 
-    Slots valid in both sets interpolate appearance and position. A slot valid in only one set keeps that
+    Slots valid in both sets interpolate appearance and position (and silhouettes, when the sets carry them). A slot valid in only one set keeps that
     set's tokens and is present while ``alpha`` is on its side (``alpha < 0.5`` for ``start``, ``alpha >= 0.5``
     for ``end``), so a region appears or disappears at the midpoint instead of fading through a meaningless mix
     with a zero token.
@@ -260,8 +309,17 @@ def interpolate_tokens(start: RegionTokenSet, end: RegionTokenSet, alpha: float)
     appearance = torch.where(both, appearance, lone_appearance)
     positions = torch.where(both, positions, lone_positions)
     present = both | (only_start & (alpha < 0.5)) | (only_end & (alpha >= 0.5))
+    _check_same_silhouettes(start, end, "interpolate_tokens")
+    silhouettes = None
+    if start.silhouettes is not None:
+        shape_both, shape_start = _at_slot(both[..., 0], start.silhouettes), _at_slot(only_start[..., 0], start.silhouettes)
+        mixed = torch.lerp(start.silhouettes, end.silhouettes.to(start.silhouettes.dtype), alpha)
+        lone = torch.where(shape_start, start.silhouettes, end.silhouettes.to(start.silhouettes.dtype))
+        silhouettes = torch.where(shape_both, mixed, lone)
+        silhouettes = torch.where(_at_slot(present[..., 0], silhouettes), silhouettes, torch.zeros_like(silhouettes))
     return RegionTokenSet(
         torch.where(present, appearance, torch.zeros_like(appearance)),
         torch.where(present, positions, torch.zeros_like(positions)),
         present[..., 0],
+        silhouettes,
     )
