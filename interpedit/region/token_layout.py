@@ -10,7 +10,9 @@ regions are painted largest first, so small regions lie on top and a removed reg
 
 With ``shape="silhouette"`` each region is painted through its silhouette (``interpedit.region.region_silhouettes``:
 its mask in a frame that follows its position) instead of a disc, so the decoder also sees every region's outline;
-the token set then has to carry silhouettes (``RegionTokenSet.silhouettes``).
+the token set then has to carry silhouettes (``RegionTokenSet.silhouettes``). Silhouettes leave a hole where a region
+is removed; the largest region's token is painted beneath all of them, so a hole shows it (the background, for the
+shapes world), much as the largest disc lies beneath a disc layout.
 """
 
 from __future__ import annotations
@@ -107,6 +109,10 @@ class TokenLayout(nn.Module):
         features = torch.gather(features, 1, order[..., None].expand_as(features))
         alpha = torch.gather(alpha, 1, order[..., None, None].expand_as(alpha))
         canvas = features.new_zeros(features.shape[0], self.channels, height, width)
+        if self.shape == "silhouette":
+            # Pixels no silhouette covers (where a removed region was) show the largest region, as the largest
+            # disc of a disc layout would: the background in the shapes world.
+            canvas = canvas + features[:, 0, :, None, None] * valid.any(dim=1)[:, None, None, None].to(canvas.dtype)
         for slot in range(features.shape[1]):
             a = alpha[:, slot, None]
             canvas = canvas * (1 - a) + a * features[:, slot, :, None, None]
