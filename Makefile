@@ -24,7 +24,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install interpedit with its test dependencies
 
-# The demo: a region autoencoder trained briefly on the shapes world (500 steps: 15.4 min of training, 18.5 min in
+# The demo: a region autoencoder trained briefly on the shapes world (500 steps: 14.5 min of training, 17.7 min in
 # all on 2 CPU cores), then its edit
 # grid and ground-truth metrics on a freshly exported benchmark next to the identity and oracle references.
 DEMO ?= runs/demo

@@ -199,7 +199,7 @@ def test_silhouette_layout_starts_from_a_checkpoint_and_paints_target_view_outli
 
 def test_init_from_a_missing_or_mismatched_checkpoint_is_refused(trained, tmp_path):
     _, root = trained
-    with patch.object(sys, "argv", ["train.py"]), pytest.raises(FileNotFoundError, match="init_from: no checkpoint"):
+    with patch.object(sys, "argv", ["train.py"]), pytest.raises(ValueError, match="init_from: no checkpoint"):
         cli_main(["fit", "--config", EXPERIMENT, "--config", TINY, "--model.init_args.init_from",
                   str(tmp_path / "missing.ckpt"), "--trainer.default_root_dir", str(tmp_path)])
     wider = ["--model.init_args.unet.block_out_channels", "[16, 16]"]

@@ -76,3 +76,23 @@ def test_a_silhouette_layout_paints_each_region_through_its_outline():
 def test_bad_layout_shape_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TokenLayout(4, channels=2, **kwargs)
+
+
+def test_a_removed_regions_hole_in_a_silhouette_layout_shows_the_largest_region():
+    from interpedit.region import region_positions
+    from interpedit.region.region_silhouettes import region_silhouettes
+
+    layout = TokenLayout(token_dim=2, channels=2, shape="silhouette", silhouette_size=48)
+    with torch.no_grad():
+        layout.project.weight.copy_(torch.eye(2))
+        layout.project.bias.zero_()
+    masks = torch.zeros(1, 2, 32, 32, dtype=torch.bool)
+    masks[0, 0, 10:18, 10:18] = True
+    masks[0, 1] = ~masks[0, 0]  # the background, with a hole where the object is
+    positions = region_positions(masks)
+    silhouettes = region_silhouettes(masks, positions, 48, 1.5)
+    tokens = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    removed = layout(tokens, positions, torch.tensor([[False, True]]), 32, 32, silhouettes)
+    assert removed[0, 1, 14, 14] > 0.99 and removed[0, 0].abs().max() < 1e-6  # the hole shows the background
+    empty = layout(tokens, positions, torch.tensor([[False, False]]), 32, 32, silhouettes)
+    assert empty.abs().max() == 0
