@@ -38,7 +38,7 @@ demo: install  ## train the region autoencoder on the shapes world; write an edi
 		--trainer.max_steps $(DEMO_STEPS) --trainer.default_root_dir $(DEMO)/train
 	$(BIN)/python -m lightning_modules.region_autoencoder export \
 		--ckpt $(DEMO)/train/checkpoints/last.ckpt --out $(DEMO)/model --dtype float16
-	$(BIN)/python -m lightning_modules.region_autoencoder grid --model $(DEMO)/model --out $(DEMO)/edit_grid.png
+	$(BIN)/python -m lightning_modules.region_autoencoder grid --model $(DEMO)/model --out $(DEMO)/edit_grid.png --cfg-scale 1.5
 	$(BIN)/python -m datamodules.shapes export --out $(DEMO)/bench --num-scenes $(DEMO_SCENES) --seed 2026 \
 		--edits $(DEMO_EDITS) --backgrounds solid,gradient
 	$(BIN)/python eval.py --config configs/eval/shapes/region_autoencoder.yaml --data.root $(DEMO)/bench \
