@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from interpedit.region import region_positions
+from interpedit.region.region_silhouettes import region_silhouettes
 from interpedit.region.token_layout import TokenLayout
 
 
-def layout_module() -> TokenLayout:
-    layout = TokenLayout(token_dim=2, channels=2)
+def layout_module(**kwargs) -> TokenLayout:
+    layout = TokenLayout(token_dim=2, channels=2, **kwargs)
     with torch.no_grad():  # the identity projection, so painted values are the tokens themselves
         layout.project.weight.copy_(torch.eye(2))
         layout.project.bias.zero_()
@@ -49,13 +51,7 @@ def test_channels_must_be_positive():
 
 
 def test_a_silhouette_layout_paints_each_region_through_its_outline():
-    from interpedit.region import region_positions
-    from interpedit.region.region_silhouettes import region_silhouettes
-
-    layout = TokenLayout(token_dim=2, channels=2, shape="silhouette", silhouette_size=48)
-    with torch.no_grad():
-        layout.project.weight.copy_(torch.eye(2))
-        layout.project.bias.zero_()
+    layout = layout_module(shape="silhouette", silhouette_size=48)
     masks = torch.zeros(1, 2, 32, 32, dtype=torch.bool)
     masks[0, 0, 4:12, 4:20] = True  # a wide rectangle, which a disc would not follow
     masks[0, 1] = ~masks[0, 0]
@@ -79,13 +75,7 @@ def test_bad_layout_shape_settings_are_refused(kwargs, message):
 
 
 def test_a_removed_regions_hole_in_a_silhouette_layout_shows_the_largest_region():
-    from interpedit.region import region_positions
-    from interpedit.region.region_silhouettes import region_silhouettes
-
-    layout = TokenLayout(token_dim=2, channels=2, shape="silhouette", silhouette_size=48)
-    with torch.no_grad():
-        layout.project.weight.copy_(torch.eye(2))
-        layout.project.bias.zero_()
+    layout = layout_module(shape="silhouette", silhouette_size=48)
     masks = torch.zeros(1, 2, 32, 32, dtype=torch.bool)
     masks[0, 0, 10:18, 10:18] = True
     masks[0, 1] = ~masks[0, 0]  # the background, with a hole where the object is
