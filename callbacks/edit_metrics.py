@@ -17,6 +17,7 @@ from interpedit.metrics import (
     COUNT_SUFFIX,
     BackgroundPreservation,
     CLIPSimilarity,
+    EditCost,
     GroundTruthMetrics,
     ReconstructionQuality,
     StructureDistance,
@@ -103,6 +104,7 @@ class EditMetrics(Callback):
         if self.ground_truth:
             self.groups["gt"] = GroundTruthMetrics()
         self.groups["reconstruction"] = ReconstructionQuality()
+        self.groups["cost"] = EditCost()
         for metric in self.groups.values():
             metric.to(pl_module.device)
 
@@ -153,6 +155,9 @@ class EditMetrics(Callback):
         if reconstruction is not None and "reconstruction" in self.groups:
             self.groups["reconstruction"].update(reconstruction, source)
             collect(self.groups["reconstruction"], everything)
+        if "cost" in output and "cost" in self.groups:
+            self.groups["cost"].update(output["cost"])
+            collect(self.groups["cost"], everything)
         for i in range(size):
             row = {"image_id": batch["image_id"][i], "edit_type_id": batch["edit_type_id"][i],
                    "edit_type": batch["edit_type"][i]}

@@ -7,11 +7,16 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
+from interpedit.diffusion.unet_cost import count_unet_calls
 from interpedit.editing import EditingMethod, EditOutput
+from interpedit.metrics.edit_cost import per_image_cost
 
 
 class EditEvaluationModule(LightningModule):
     """The evaluation system: ``test_step``/``predict_step`` apply ``method`` to a benchmark batch.
+
+    Every call of the method is counted (``interpedit.diffusion.unet_cost``): the output gains ``cost``, a dict of
+    (B,) per-image ``cost/unet_forwards``, ``cost/unet_backwards`` and ``cost/seconds``.
 
     The step returns the method's :class:`~interpedit.editing.EditOutput`; ``callbacks.edit_metrics.EditMetrics``
     measures it, ``callbacks.evaluation_report.EvaluationReport`` writes the tables and images, and
@@ -31,13 +36,15 @@ class EditEvaluationModule(LightningModule):
         return getattr(self.method, "name", type(self.method).__name__)
 
     def forward(self, batch: dict[str, Any]) -> EditOutput:
-        output = self.method(batch)
+        with count_unet_calls(self.method) as cost:
+            output = self.method(batch)
         edited = output["edited"]
         expected = batch["source_image"].shape
         if edited.shape != expected:
             raise ValueError(
                 f"{self.method_name} returned edited images of shape {tuple(edited.shape)}; expected {tuple(expected)}"
             )
+        output["cost"] = per_image_cost(cost, edited.shape[0])
         return output
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> EditOutput:

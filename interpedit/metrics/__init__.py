@@ -23,6 +23,7 @@ Groups, keys and definitions (each module's docstring has the details, both the 
   ``object_placement``).
 - ``ReconstructionQuality``: ``reconstruction/psnr|ssim``, a method's unedited re-encoding vs the source
   (``reconstruction``).
+- ``EditCost``: ``cost/unet_forwards|unet_backwards|seconds`` per image, counted by ``eval.py`` (``edit_cost``).
 
 Values are raw. PIE-Bench's tables print StructDist x10^3, LPIPS x10^3, MSE x10^4 and SSIM x10^2.
 """
@@ -35,6 +36,7 @@ from interpedit.metrics.attribute_accuracy import (
     shape_accuracy,
     shape_render_errors,
 )
+from interpedit.metrics.edit_cost import EditCost, per_image_cost
 from interpedit.metrics.background_preservation import (
     BackgroundPreservation,
     background_lpips,
@@ -90,6 +92,8 @@ __all__ = [
     "CLIPSimilarity",
     "GroundTruthMetrics",
     "PerImageAverage",
+    "EditCost",
+    "per_image_cost",
     "ReconstructionQuality",
     "StructureDistance",
     "TorchmetricsLPIPS",

@@ -1,0 +1,95 @@
+"""Command line of the shapes Stable Diffusion (run as ``python -m lightning_modules.stable_diffusion``).
+
+    components --vae DIR [--clip pretrained/shapes_clip] --out DIR    the frozen parts a UNet trains against
+    export --ckpt CKPT --out DIR                                      a checkpoint -> a diffusers pipeline folder
+    grid --model DIR --out PNG                                        samples through the pipeline's own __call__
+    evaluate --model DIR --num-prompts N --seed S                     measured quality (a table and JSON)
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+DEFAULT_CLIP = "pretrained/shapes_clip"
+
+
+def write_components(vae: str, clip: str, out: str) -> Path:
+    """The components folder of the shapes pipeline: a trained VAE, the shapes CLIP's text tower and word-level
+    tokenizer, and DDIM with SD's training schedule (epsilon prediction)."""
+    from diffusers import AutoencoderKL
+
+    from interpedit.backbones import load_diffusers_model, sd_ddim_scheduler
+    from interpedit.clip import ShapesCLIP
+    from interpedit.stable_diffusion.pipeline_folder import save_components_folder
+    from interpedit.stable_diffusion.text_conditioning import shapes_text_encoder
+
+    vae_model = load_diffusers_model(AutoencoderKL, vae)
+    text_encoder, tokenizer = shapes_text_encoder(ShapesCLIP.load(clip))
+    scheduler = sd_ddim_scheduler(prediction_type="epsilon")
+    return save_components_folder(out, vae=vae_model, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+
+def write_sample_grid(
+    model: str, out: str, *, num_prompts: int = 8, samples_per_prompt: int = 4, seed: int = 0,
+    guidance_scale: float = 4.0, steps: int = 25,
+) -> Path:
+    """A PNG grid: one row per held-out caption (test split, 1-3 objects), its real render, then samples made by the
+    diffusers pipeline's own ``__call__``."""
+    import torch
+
+    from interpedit.backbones.stable_diffusion import load_stable_diffusion
+    from interpedit.evaluation.labelled_grid import save_labelled_grid
+    from interpedit.stable_diffusion.quality import held_out_scenes
+
+    pipeline = load_stable_diffusion(model, inpainting=False).pipeline()
+    pipeline.set_progress_bar_config(disable=True)
+    scenes = held_out_scenes(num_prompts, seed, min_objects=1, max_objects=3, resolution=pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
+    captions = [scene["caption"] for scene in scenes]
+    columns = {"real": torch.stack([scene["image"] for scene in scenes])}
+    for index in range(samples_per_prompt):
+        generator = torch.Generator().manual_seed(seed * 1000 + index)
+        images = pipeline(captions, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generator,
+                          output_type="pt").images
+        columns[f"sample {index + 1}"] = images.float().cpu()
+    print("\n".join(f"row {i + 1}: {caption}" for i, caption in enumerate(captions)))
+    return save_labelled_grid(columns, out)
+
+
+def main(argv: Sequence[str] | None = None, *, export: Callable[..., Path] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lightning_modules.stable_diffusion", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    components = sub.add_parser("components", help="vae + shapes CLIP text tower + DDIM -> a components folder")
+    components.add_argument("--vae", required=True, help="an AutoencoderKL folder (lightning_modules.autoencoder_kl export)")
+    components.add_argument("--clip", default=DEFAULT_CLIP, help=f"a saved ShapesCLIP (default {DEFAULT_CLIP})")
+    components.add_argument("--out", required=True, help="destination folder")
+    exporter = sub.add_parser("export", help="training checkpoint -> diffusers pipeline folder")
+    exporter.add_argument("--ckpt", required=True, help="the .ckpt to export")
+    exporter.add_argument("--out", required=True, help="destination folder")
+    exporter.add_argument("--no-ema", action="store_true", help="save the training weights, not the EMA")
+    grid = sub.add_parser("grid", help="PNG of samples for held-out captions, through the pipeline's __call__")
+    grid.add_argument("--model", required=True, help="a text-to-image pipeline folder or hub id")
+    grid.add_argument("--out", required=True, help="PNG file to write")
+    grid.add_argument("--num-prompts", type=int, default=8, help="rows")
+    grid.add_argument("--samples-per-prompt", type=int, default=4, help="columns of samples")
+    grid.add_argument("--seed", type=int, default=0, help="caption and noise seed")
+    grid.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance scale")
+    grid.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    from interpedit.stable_diffusion.quality import add_evaluate_arguments, run_evaluate
+
+    add_evaluate_arguments(sub.add_parser("evaluate", help="caption fidelity, inversion and inpainting against ground truth"))
+    args = parser.parse_args(argv)
+    if args.command == "components":
+        print(f"wrote {write_components(args.vae, args.clip, args.out)}")
+    elif args.command == "export":
+        if export is None:
+            parser.error("export needs the Lightning systems: run python -m lightning_modules.stable_diffusion export")
+        print(f"wrote {export(args.ckpt, args.out, use_ema=not args.no_ema)}")
+    elif args.command == "grid":
+        path = write_sample_grid(args.model, args.out, num_prompts=args.num_prompts,
+                                 samples_per_prompt=args.samples_per_prompt, seed=args.seed,
+                                 guidance_scale=args.guidance_scale, steps=args.steps)
+        print(f"wrote {path}")
+    else:
+        run_evaluate(args)
