@@ -124,3 +124,49 @@ def tiny_sam_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny timm ViT folder (32-pixel inputs, patch 4, width 32, no classifier)."""
     return write_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+TINY_SHAPES_CLIP_TEXT = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                         "num_attention_heads": 2, "max_position_embeddings": 64}
+TINY_SHAPES_CLIP_VISION = {"architecture": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "embed_dim": 16,
+                           "depth": 1, "num_heads": 2}
+
+
+def write_tiny_shapes_sd(directory: Path, *, inpainting: bool = False) -> Path:
+    """A tiny shapes Stable Diffusion pipeline folder, made the way the committed one is: a random ``ShapesCLIP``
+    (whose text tower and word-level tokenizer become the text encoder), a VAE with downsampling factor 4, SD's DDIM
+    schedule (``python -m lightning_modules.stable_diffusion components``), then a UNet over 16x16 latents of 64 px
+    images, saved with the pipeline's own ``save_pretrained``."""
+    import torch
+
+    from interpedit.backbones.stable_diffusion import load_stable_diffusion
+    from interpedit.clip import ShapesCLIP
+    from interpedit.shapes import vocabulary
+    from interpedit.stable_diffusion.cli import write_components
+    from interpedit.stable_diffusion.inpainting_unet import inpainting_unet_from
+    from interpedit.stable_diffusion.pipeline_folder import save_pipeline_folder
+
+    torch.manual_seed(TINY_SEED)
+    clip = ShapesCLIP(vocabulary(), vision_config=TINY_SHAPES_CLIP_VISION, text_config=TINY_SHAPES_CLIP_TEXT,
+                      embed_dim=16)
+    clip.save_pretrained(directory / "clip")
+    tiny_presets.tiny_vae(block_out_channels=(4, 8, 8), sample_size=64, seed=TINY_SEED).save_pretrained(
+        directory / "vae")
+    write_components(str(directory / "vae"), str(directory / "clip"), str(directory / "components"))
+    components = load_stable_diffusion(directory / "components", components=("vae", "text_encoder", "tokenizer",
+                                                                             "scheduler"))
+    unet = tiny_presets.tiny_unet2d_condition(sample_size=16, cross_attention_dim=16, seed=TINY_SEED)
+    components.unet = inpainting_unet_from(unet) if inpainting else unet
+    return save_pipeline_folder(components, directory / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny shapes Stable Diffusion pipeline folder (word-level tokenizer, 64 px images, 16x16 latents)."""
+    return write_tiny_shapes_sd(tmp_path_factory.mktemp("tiny-shapes-sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes_inpainting_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny shapes inpainting pipeline folder (its 9-channel UNet made by ``inpainting_unet_from``)."""
+    return write_tiny_shapes_sd(tmp_path_factory.mktemp("tiny-shapes-sd-inpainting"), inpainting=True)

@@ -1,0 +1,78 @@
+"""The shapes Stable Diffusion's evaluation: exact read-outs on real renders, retrieval, and the evaluate command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from interpedit.shapes import COLOURS, SIZES, Background, Scene, ShapeObject, render
+from interpedit.stable_diffusion.quality import (
+    held_out_scenes,
+    results_table,
+    retrieval_accuracy,
+    single_object_accuracy,
+    single_object_readout,
+)
+from lightning_modules.stable_diffusion import main as sd_main
+from tests.tiny_components import tiny_shapes_inpainting_dir, tiny_shapes_sd_dir  # noqa: F401
+
+
+def image_of(obj: ShapeObject, side: int = 64) -> torch.Tensor:
+    rendered = render(Scene(Background("solid", ((120, 120, 125),)), (obj,)), side)
+    return torch.from_numpy(rendered.image).permute(2, 0, 1).float()[None] / 255.0
+
+
+def test_readout_of_a_known_object():
+    obj = ShapeObject("square", "orange", 0.16, (0.8, 0.15), 0.3)  # large, top right
+    readout = single_object_readout(image_of(obj))
+    assert COLOURS[int(readout["colour"])] == "orange" and SIZES[int(readout["size"])] == "large"
+    assert (int(readout["row"]), int(readout["column"])) == (0, 2)
+    empty = torch.full((1, 3, 64, 64), 0.5)
+    assert int(single_object_readout(empty)["colour"]) == -1
+
+
+def test_real_renders_pass_the_exact_checks():
+    scenes = held_out_scenes(64, seed=123, min_objects=1, max_objects=1)
+    accuracy = single_object_accuracy(torch.stack([s["image"] for s in scenes]), scenes)
+    assert accuracy["colour_accuracy"] == 1.0 and accuracy["size_accuracy"] == 1.0
+    assert accuracy["position_accuracy"] >= 0.95  # a visible-pixel centroid on a cell boundary can fall next door
+
+
+def test_committed_shapes_clip_retrieves_real_renders():
+    from interpedit.clip import ShapesCLIP
+
+    scenes = held_out_scenes(64, seed=5, min_objects=1, max_objects=3)
+    clip = ShapesCLIP.load("pretrained/shapes_clip").eval()
+    assert retrieval_accuracy(clip, torch.stack([s["image"] for s in scenes]), [s["caption"] for s in scenes]) >= 0.85
+    shuffled = [scenes[(i + 1) % 64]["caption"] for i in range(64)]
+    assert retrieval_accuracy(clip, torch.stack([s["image"] for s in scenes]), shuffled) < 0.2
+
+
+def test_held_out_scenes_are_a_function_of_the_seed():
+    first, again, other = (held_out_scenes(4, seed) for seed in (1, 1, 2))
+    assert [s["caption"] for s in first] == [s["caption"] for s in again]
+    assert [s["caption"] for s in first] != [s["caption"] for s in other]
+
+
+def test_evaluate_command_writes_every_figure(tmp_path, tiny_shapes_sd_dir, tiny_shapes_inpainting_dir, capsys):
+    out = tmp_path / "quality.json"
+    sd_main(["evaluate", "--model", str(tiny_shapes_sd_dir), "--inpainting", str(tiny_shapes_inpainting_dir),
+             "--num-prompts", "16", "--seed", "3", "--steps", "2", "--inversion-steps", "2", "--batch-size", "16",
+             "--clip", "pretrained/shapes_clip", "--out", str(out)])
+    results = json.loads(out.read_text())
+    for key in ("vae/psnr_solid", "vae/psnr_gradient", "vae/psnr_noise", "vae/psnr_solid_gradient",
+                "caption/retrieval_top1_of16", "caption/retrieval_top1_of16_real", "caption/colour_accuracy",
+                "caption/position_accuracy", "caption/size_accuracy", "caption/colour_accuracy_real",
+                "inversion/psnr", "inversion/vae_psnr", "inpainting/colour_accuracy", "inpainting/psnr_outside_mask"):
+        assert isinstance(results[key], float), key
+    assert results["caption/colour_accuracy_real"] == 1.0
+    printed = capsys.readouterr().out
+    assert "| caption/retrieval_top1_of16 |" in printed and f"wrote {out}" in printed
+    assert "| vae/psnr_solid_gradient |" in results_table(results)
+
+
+def test_evaluate_refuses_too_few_prompts(tiny_shapes_sd_dir):
+    with pytest.raises(SystemExit, match="--num-prompts: retrieval needs at least one group of 16"):
+        sd_main(["evaluate", "--model", str(tiny_shapes_sd_dir), "--num-prompts", "8", "--seed", "0"])
