@@ -76,3 +76,21 @@ def test_evaluate_command_writes_every_figure(tmp_path, tiny_shapes_sd_dir, tiny
 def test_evaluate_refuses_too_few_prompts(tiny_shapes_sd_dir):
     with pytest.raises(SystemExit, match="--num-prompts: retrieval needs at least one group of 16"):
         sd_main(["evaluate", "--model", str(tiny_shapes_sd_dir), "--num-prompts", "8", "--seed", "0"])
+
+
+def test_grid_command_draws_real_renders_and_pipeline_samples(tmp_path, tiny_shapes_sd_dir):
+    from PIL import Image
+
+    out = tmp_path / "grid.png"
+    sd_main(["grid", "--model", str(tiny_shapes_sd_dir), "--out", str(out), "--num-prompts", "2",
+             "--samples-per-prompt", "2", "--steps", "2"])
+    width, height = Image.open(out).size
+    assert width > height > 0  # two rows, three columns (real, sample 1, sample 2)
+
+
+def test_components_command_names_a_missing_vae(tmp_path):
+    from interpedit.backbones import PretrainedWeightsNotFoundError
+
+    with pytest.raises(PretrainedWeightsNotFoundError, match="no such file or directory"):
+        sd_main(["components", "--vae", str(tmp_path / "no_vae"), "--out", str(tmp_path / "components")])
+    assert not (tmp_path / "components").exists()
