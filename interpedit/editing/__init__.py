@@ -1,8 +1,20 @@
 """Editing methods behind one interface: ``method(batch) -> {"edited", "edit_region"?}``."""
 
+from interpedit.editing.ddim_inversion_edit import DDIMInversionEdit
+from interpedit.editing.diffedit import DiffEdit
 from interpedit.editing.editing_method import EditingMethod, EditOutput
 from interpedit.editing.identity import IdentityEdit
 from interpedit.editing.oracle import OracleEdit
 from interpedit.editing.region_autoencoder_edit import RegionAutoencoderEdit
+from interpedit.editing.stable_diffusion_method import StableDiffusionMethod
 
-__all__ = ["EditOutput", "EditingMethod", "IdentityEdit", "OracleEdit", "RegionAutoencoderEdit"]
+__all__ = [
+    "DDIMInversionEdit",
+    "DiffEdit",
+    "EditOutput",
+    "EditingMethod",
+    "IdentityEdit",
+    "OracleEdit",
+    "RegionAutoencoderEdit",
+    "StableDiffusionMethod",
+]
