@@ -2,7 +2,7 @@
 their ROI features, AnchorNet's size policy with a REINFORCE gradient, the CLIP/directional/structure objective,
 and the paper's final ranking."""
 
-from interpedit.learnable_regions.anchor_net import AnchorNet, AnchorNetOutput, FeatureProjection
+from interpedit.learnable_regions.anchor_net import AnchorNet
 from interpedit.learnable_regions.anchors import anchor_points, cls_attention, patch_grid
 from interpedit.learnable_regions.boxes import anchor_boxes, box_masks, roi_features
 from interpedit.learnable_regions.policy_gradient import draw_sizes, leave_one_out_advantages, reinforce_loss
@@ -12,9 +12,7 @@ from interpedit.learnable_regions.views import ViewAugmentation, ViewParameters
 
 __all__ = [
     "AnchorNet",
-    "AnchorNetOutput",
     "EditReward",
-    "FeatureProjection",
     "ViewAugmentation",
     "ViewParameters",
     "anchor_boxes",

@@ -39,32 +39,46 @@ def patch_grid(vit: nn.Module, height: int, width: int) -> tuple[int, int]:
     return height // patch_h, width // patch_w
 
 
-def cls_attention(vit: nn.Module, pixel_values: Tensor, block_index: int = -1) -> Tensor:
-    """The CLS token's attention over the patches, averaged over heads: (B, 3, H, W) -> (B, rows, cols).
+def cls_attention_from_qkv(attention_module: nn.Module, qkv: Tensor, num_prefix_tokens: int,
+                           grid: tuple[int, int]) -> Tensor:
+    """The CLS token's attention over the patches, averaged over heads, from a block's fused ``qkv`` output.
 
     The attention probabilities are recomputed from the block's queries and keys (with its ``q_norm``/``k_norm``
     and ``scale``) exactly as timm's ``Attention`` forms them: a softmax over all tokens (CLS, registers, patches).
     The row of the CLS query is then read at the patch keys only, so the map does not sum to 1 where registers take
     some of the mass.
+
+    Args:
+        attention_module: the block's timm ``Attention``.
+        qkv: (B, T, 3 * D) output of its ``qkv`` layer.
+        num_prefix_tokens: CLS and register tokens before the patches.
+        grid: (rows, cols) of the patches.
+
+    Returns:
+        (B, rows, cols) float32.
     """
-    attention_module = vit.blocks[block_index].attn
-    with capture_qkv(vit, block_index) as captured:
-        vit.forward_features(pixel_values)
-    if len(captured) != 1:
-        raise RuntimeError(f"expected one pass through block {block_index}, the hook saw {len(captured)}")
-    qkv = captured[0]
     batch, tokens, width = qkv.shape
     heads = attention_module.num_heads
+    rows, cols = grid
+    if tokens - num_prefix_tokens != rows * cols:
+        raise ValueError(f"{tokens - num_prefix_tokens} patch tokens do not form a {rows}x{cols} grid")
     q, k, _ = qkv.reshape(batch, tokens, 3, heads, width // (3 * heads)).permute(2, 0, 3, 1, 4)
     q = getattr(attention_module, "q_norm", nn.Identity())(q)
     k = getattr(attention_module, "k_norm", nn.Identity())(k)
     scale = getattr(attention_module, "scale", q.shape[-1] ** -0.5)
     probabilities = ((q[:, :, :1] * scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, 1, T)
-    prefix = int(getattr(vit, "num_prefix_tokens", 1))
-    rows, cols = patch_grid(vit, *pixel_values.shape[-2:])
-    if tokens - prefix != rows * cols:
-        raise ValueError(f"{tokens - prefix} patch tokens do not form the {rows}x{cols} grid of the input")
-    return probabilities[:, :, 0, prefix:].mean(dim=1).reshape(batch, rows, cols)
+    return probabilities[:, :, 0, num_prefix_tokens:].mean(dim=1).reshape(batch, rows, cols).float()
+
+
+def cls_attention(vit: nn.Module, pixel_values: Tensor, block_index: int = -1) -> Tensor:
+    """The CLS attention map of one block (default the last) for preprocessed images: -> (B, rows, cols)."""
+    with capture_qkv(vit, block_index) as captured:
+        vit.forward_features(pixel_values)
+    if len(captured) != 1:
+        raise RuntimeError(f"expected one pass through block {block_index}, the hook saw {len(captured)}")
+    grid = patch_grid(vit, *pixel_values.shape[-2:])
+    return cls_attention_from_qkv(vit.blocks[block_index].attn, captured[0], int(getattr(vit, "num_prefix_tokens", 1)),
+                                  grid)
 
 
 def anchor_points(attention: Tensor, num_points: int, border: int) -> Tensor:

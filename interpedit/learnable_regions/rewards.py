@@ -39,14 +39,17 @@ class EditReward(nn.Module):
         views: the augmentation (default 16 views).
         clip_weight, directional_weight, structure_weight: the loss weights (the paper's lambdas; 1, 1, 1).
         structure_image_size: input side of the structure ViT (None: its own).
+        structure_mean, structure_std: its normalisation (None: its ``pretrained_cfg``'s, else ImageNet's).
     """
 
     def __init__(self, clip: Any, structure_vit: nn.Module | str, views: ViewAugmentation | None = None,
                  clip_weight: float = 1.0, directional_weight: float = 1.0, structure_weight: float = 1.0,
-                 structure_image_size: int | None = None) -> None:
+                 structure_image_size: int | None = None, structure_mean: Sequence[float] | None = None,
+                 structure_std: Sequence[float] | None = None) -> None:
         super().__init__()
         self.clip_model, self.clip_processor = load_clip(clip)
-        self.structure = StructureDistance(structure_vit, image_size=structure_image_size)
+        self.structure = StructureDistance(structure_vit, image_size=structure_image_size, mean=structure_mean,
+                                           std=structure_std)
         self.views = views or ViewAugmentation()
         self.clip_weight = clip_weight
         self.directional_weight = directional_weight
