@@ -4,6 +4,7 @@ from interpedit.editing.ddim_inversion_edit import DDIMInversionEdit
 from interpedit.editing.diffedit import DiffEdit
 from interpedit.editing.editing_method import EditingMethod, EditOutput
 from interpedit.editing.identity import IdentityEdit
+from interpedit.editing.learnable_regions_edit import LearnableRegionsEdit
 from interpedit.editing.oracle import OracleEdit
 from interpedit.editing.region_autoencoder_edit import RegionAutoencoderEdit
 from interpedit.editing.stable_diffusion_method import StableDiffusionMethod
@@ -14,6 +15,7 @@ __all__ = [
     "EditOutput",
     "EditingMethod",
     "IdentityEdit",
+    "LearnableRegionsEdit",
     "OracleEdit",
     "RegionAutoencoderEdit",
     "StableDiffusionMethod",

@@ -212,41 +212,56 @@ class LearnableRegions(nn.Module):
         return self.reward(candidates, images, edit_text, source_text, generator)
 
     # ------------------------------------------------------------------ the method
+    def policy_step(self, images: Tensor, proposals: Proposals, prompts: Sequence[str], edit_text: Tensor,
+                    source_text: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
+        """One REINFORCE estimate: draw ``draws`` sizes per anchor, inpaint them all in one call, score them.
+
+        Returns:
+            ``(surrogate loss with grad for AnchorNet, statistics)``; the statistics hold the mean ``reward``,
+            ``clip``, ``directional``, ``structure`` and policy ``entropy`` as floats, and the ``candidates``
+            (B, P * K, 3, H, W) with their ``boxes`` (B, P * K, 4) and ``rewards`` (B, P * K).
+        """
+        batch, anchors, sizes = proposals.boxes.shape[:3]
+        with torch.enable_grad():
+            logits = self.size_logits(proposals)  # (B * P, S)
+            drawn = draw_sizes(logits, self.draws, generator)  # (B * P, K)
+            log_probs = torch.log_softmax(logits, dim=-1).gather(1, drawn)
+        boxes = proposals.boxes.reshape(batch * anchors, sizes, 4).gather(
+            1, drawn[..., None].expand(-1, -1, 4)).reshape(batch, anchors * self.draws, 4)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        candidates, _ = self.inpaint_boxes(images, boxes, prompts, proposals.grid, seed)
+        scored = self.rewards(images, candidates, edit_text, source_text, generator)
+        rewards = scored["reward"].reshape(batch * anchors, self.draws)
+        with torch.enable_grad():
+            loss = reinforce_loss(log_probs, rewards)
+        with torch.no_grad():
+            probabilities = logits.detach().softmax(-1)
+            entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum(-1).mean()
+        stats: dict[str, Any] = {"reward": float(rewards.mean()), "entropy": float(entropy)}
+        stats.update({name: float(scored[name].mean()) for name in ("clip", "directional", "structure")})
+        stats.update(candidates=candidates, boxes=boxes, rewards=scored["reward"], grid=proposals.grid)
+        return loss, stats
+
     def optimise(self, images: Tensor, proposals: Proposals, prompts: Sequence[str], edit_text: Tensor,
                  source_text: Tensor, generator: torch.Generator,
                  callback: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, float]]:
-        """``optimisation_steps`` REINFORCE updates of AnchorNet on this batch; returns the per-step statistics."""
+        """``optimisation_steps`` Adam updates of AnchorNet along ``policy_step``'s estimate; returns the
+        per-step scalar statistics. ``callback`` gets each step's full statistics (with the candidates)."""
         history: list[dict[str, float]] = []
         if self.optimisation_steps == 0:
             return history
         optimiser = torch.optim.Adam(self.anchor_net.parameters(), lr=self.learning_rate, betas=self.betas,
                                      weight_decay=self.weight_decay)
-        batch, anchors, sizes = proposals.boxes.shape[:3]
         for step in range(self.optimisation_steps):
+            loss, stats = self.policy_step(images, proposals, prompts, edit_text, source_text, generator)
             with torch.enable_grad():
-                logits = self.size_logits(proposals)  # (B * P, S)
-                drawn = draw_sizes(logits, self.draws, generator)  # (B * P, K)
-                log_probs = torch.log_softmax(logits, dim=-1).gather(1, drawn)
-            boxes = proposals.boxes.reshape(batch * anchors, sizes, 4).gather(
-                1, drawn[..., None].expand(-1, -1, 4)).reshape(batch, anchors * self.draws, 4)
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-            candidates, _ = self.inpaint_boxes(images, boxes, prompts, proposals.grid, seed)
-            scored = self.rewards(images, candidates, edit_text, source_text, generator)
-            rewards = scored["reward"].reshape(batch * anchors, self.draws)
-            with torch.enable_grad():
-                loss = reinforce_loss(log_probs, rewards)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
             optimiser.step()
-            with torch.no_grad():
-                probabilities = logits.detach().softmax(-1)
-                entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum(-1).mean()
-            stats = {"step": step, "reward": float(rewards.mean()), "surrogate": float(loss.detach()),
-                     "entropy": float(entropy)}
-            stats.update({name: float(scored[name].mean()) for name in ("clip", "directional", "structure")})
-            history.append(stats)
+            stats["step"] = step
+            history.append({k: v for k, v in stats.items() if isinstance(v, (int, float))})
             if callback is not None:
-                callback({**stats, "candidates": candidates, "boxes": boxes, "grid": proposals.grid})
+                callback(stats)
         return history
 
     @torch.no_grad()
