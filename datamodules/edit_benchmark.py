@@ -117,6 +117,17 @@ class EditBenchmarkDataModule(LightningDataModule):
             samples = kept
         return samples if self.limit is None else samples[: self.limit]
 
+    def train_dataloader(self) -> DataLoader:
+        """The benchmark's edit requests in a fresh shuffled order each epoch, equal shares per rank: for methods
+        that learn from unlabelled edit requests (Learnable Regions' JSON mode trains one shared AnchorNet). The
+        training step must not read the ground-truth fields."""
+        self.setup()
+        rank, world_size = self.replica()
+        sampler = DistributedIndexSampler(len(self.dataset), num_replicas=world_size, rank=rank, shuffle=True,
+                                          seed=0, equal_shards=True)
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=collate_edit_samples, drop_last=False)
+
     def val_dataloader(self) -> DataLoader:
         """The whole benchmark, so a training run can measure edits on it while it trains (``EditMetrics``)."""
         return self._loader()
