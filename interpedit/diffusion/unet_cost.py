@@ -2,9 +2,11 @@
 
 A forward counts the samples of the batch the UNet was called on, so a classifier-free-guidance call on one image
 (its conditional and unconditional branches batched together) counts 2, and 50 DDIM steps with CFG count 100. A
-backward counts the samples whose UNet output a gradient flowed back through (one backward pass of a batch of B
-counts B). Counting uses forward hooks (``register_forward_pre_hook``, ``register_forward_hook``) and a tensor hook
-on the UNet's output, all removed on exit.
+backward counts the samples of a call that a gradient flowed back through the whole UNet for (one backward pass
+of a batch of B counts B), whether it started at the output (training) or at inner features (a guidance energy on
+attention maps), and whether it was for the weights or the input. Counting uses forward hooks
+(``register_forward_pre_hook``, ``register_forward_hook``) and a tensor hook on the output of the UNet's first layer
+(``conv_in``; the UNet's output for models without one), all removed on exit.
 
 Three lines from a notebook::
 
@@ -95,21 +97,31 @@ def count_unet_calls(unets: nn.Module | Iterable[nn.Module]) -> Iterator[UNetCos
     cost = UNetCost()
     pending: list[int] = []
 
+    def counter(size: int):
+        def count_backward(grad: Tensor) -> None:
+            cost.backwards += size
+
+        return count_backward
+
     def before(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         size = _batch_size(args, kwargs)
         cost.forwards += size
         cost.calls += 1
         pending.append(size)
 
-    def after(_module: nn.Module, _args: Any, _kwargs: Any, output: Any) -> None:
+    def first_layer(_module: nn.Module, _args: Any, output: Any) -> None:
+        # A backward through the whole UNet reaches its first layer's output, whether the gradient is for the
+        # weights (training) or for the input (guidance), and whether it starts at the output or at inner features.
+        if pending and isinstance(output, Tensor) and output.requires_grad:
+            output.register_hook(counter(pending[-1]))
+
+    def after(module: nn.Module, _args: Any, _kwargs: Any, output: Any) -> None:
         size = pending.pop() if pending else 0
+        if isinstance(getattr(module, "conv_in", None), nn.Module):
+            return
         tensor = _output_tensor(output)
         if tensor is not None and tensor.requires_grad:
-
-            def count_backward(grad: Tensor) -> None:
-                cost.backwards += size
-
-            tensor.register_hook(count_backward)
+            tensor.register_hook(counter(size))
 
     handles = []
     started = time.perf_counter()
@@ -117,6 +129,8 @@ def count_unet_calls(unets: nn.Module | Iterable[nn.Module]) -> Iterator[UNetCos
         for module in modules:
             handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
             handles.append(module.register_forward_hook(after, with_kwargs=True))
+            if isinstance(getattr(module, "conv_in", None), nn.Module):
+                handles.append(module.conv_in.register_forward_hook(first_layer))
         yield cost
     finally:
         for handle in handles:

@@ -3,6 +3,7 @@
 from interpedit.editing.ddim_inversion_edit import DDIMInversionEdit
 from interpedit.editing.diffedit import DiffEdit
 from interpedit.editing.editing_method import EditingMethod, EditOutput
+from interpedit.editing.guide_and_rescale_edit import GuideAndRescaleEdit
 from interpedit.editing.identity import IdentityEdit
 from interpedit.editing.learnable_regions_edit import LearnableRegionsEdit
 from interpedit.editing.oracle import OracleEdit
@@ -14,6 +15,7 @@ __all__ = [
     "DiffEdit",
     "EditOutput",
     "EditingMethod",
+    "GuideAndRescaleEdit",
     "IdentityEdit",
     "LearnableRegionsEdit",
     "OracleEdit",
