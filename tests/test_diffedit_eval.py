@@ -68,3 +68,21 @@ def test_hub_configs_run_on_a_local_folder_with_the_shapes_metrics(config, tiny_
     metrics = run_eval(config, tiny_sd_dir, text_bench, tmp_path / "out", overrides,
                        stacked=["configs/eval/metrics/shapes.yaml"])
     assert metrics["cost/unet_forwards"] > 0 and "clip/directional" in metrics
+
+
+@pytest.mark.parametrize(("config", "pipeline_fixture"), [
+    ("configs/eval/shapes/guide_and_rescale.yaml", "tiny_shapes_sd_dir"),
+    ("configs/eval/guide_and_rescale.yaml", "tiny_sd_dir"),
+    ("configs/eval/guide_and_rescale_style.yaml", "tiny_sd_dir"),
+])
+def test_guide_and_rescale_configs_run_through_eval_py(config, pipeline_fixture, text_bench, tmp_path, monkeypatch,
+                                                       request):
+    monkeypatch.setattr(sys, "argv", ["eval.py"])
+    monkeypatch.chdir(REPO)
+    folder = request.getfixturevalue(pipeline_fixture)
+    stacked = [] if "shapes" in config else ["configs/eval/metrics/shapes.yaml"]
+    metrics = run_eval(config, folder, text_bench, tmp_path / "out", {**FAST, "guided_steps": "2"}, stacked=stacked)
+    # 2 guided steps with a gradient pass per image: of cur_src (non-style), of cur_src and cur_trg (style).
+    assert metrics["cost/unet_backwards"] == 2 * (2 if "style" in config else 1)
+    assert metrics["cost/unet_forwards"] > 4
+    assert metrics["gt/psnr_unedited"] > 0
