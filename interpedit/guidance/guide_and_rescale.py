@@ -8,9 +8,11 @@ At sampling step i, with the current latent z_t and the inversion latent z*_t of
 The passes run as few and as batched as the active guiders allow:
 
 - a step with no active guider makes one batched call, ``[uncond, cur_trg]``: plain CFG;
-- a guided step makes one batched call without gradients (``uncond``, ``cur_trg`` unless an energy needs its
-  gradient, ``inv_src`` unless its records come from the inversion) and one call with gradients for the passes the
-  energies differentiate (``cur_src``, ``cur_trg``), then one backward pass.
+- a guided step makes one batched call without gradients (``uncond``, and ``cur_trg`` unless an energy needs its
+  gradient), one for ``inv_src`` unless its records come from the inversion (a call of its own, shaped like the
+  gradient pass: where the two latents are equal the compared maps then agree bit for bit, and the energy is
+  exactly 0 rather than batching noise that the rescaling would blow up), and one call with gradients for the
+  passes the energies differentiate (``cur_src``, ``cur_trg``), then one backward pass.
 
 The reference code runs four separate passes at every step, guided or not. The guider term is added to the model's
 output in its own parameterisation, which is Guide-and-Rescale exactly for epsilon-prediction models (SD 1.x, 2.x
@@ -82,14 +84,17 @@ class GuidedDenoiser:
         graded = [name for name in ("cur_src", "cur_trg") if name in needs]
         plain = ["uncond"] + (["cur_trg"] if "cur_trg" not in graded else [])
         records: dict[str, dict[str, Tensor]] = {}
-        if "inv_src" in needs:
-            if step in self.inversion_records:
-                records["inv_src"] = self.inversion_records[step]
-            else:
-                plain.append("inv_src")
         with torch.no_grad():
-            outputs, plain_records = self._call(plain, x, t, record="inv_src" in plain, detach=True)
-        records.update({k: v for k, v in plain_records.items() if k == "inv_src"})
+            outputs, _ = self._call(plain, x, t, record=False, detach=True)
+            if "inv_src" in needs:
+                if step in self.inversion_records:
+                    records["inv_src"] = self.inversion_records[step]
+                else:
+                    # A call of its own, shaped like the gradient pass it is compared with: where the current latent
+                    # equals the inversion latent (step 0) the two give the same maps bit for bit, so the energy is
+                    # exactly 0 and no batching noise gets rescaled up to the CFG term's norm.
+                    _, reference = self._call(["inv_src"], x, t, record=True, detach=True)
+                    records.update(reference)
         guider_term = torch.zeros_like(x)
         energy_value = 0.0
         if energies:

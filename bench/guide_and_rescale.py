@@ -1,0 +1,181 @@
+"""One Guide-and-Rescale edit: our pass schedule against the reference's four passes at every step, in one run.
+
+    python bench/guide_and_rescale.py                                       # a tiny random pipeline, 64 px
+    python bench/guide_and_rescale.py --pipeline pretrained/shapes_stable_diffusion
+    python bench/guide_and_rescale.py --pipeline sd15 --resolution 512      # SD-1.5-sized random weights (GPU)
+
+Rows, on the same components, image, prompts and preset, timed in turn after warm-up:
+
+- (a) ours: ``GuideAndRescaleEdit`` (``reference="exact"``): guided steps batch ``uncond``, ``cur_trg`` and
+  ``inv_src`` into one call without gradients, then ``cur_src`` with gradients; unguided steps one CFG call;
+- (a') ours with ``reference="inversion"``: the ``inv_src`` records come from the DDIM inversion;
+- (b) the reference schedule: at every step, guided or not, four separate calls (``uncond`` and ``inv_src``
+  without gradients, ``cur_src`` and ``cur_trg`` with), then the same combination.
+
+The three give the same edit up to batching differences (printed). UNet forwards and backwards (batch entries) are
+counted with ``count_unet_calls``; on CUDA the peak memory of each row is reported. The aim: (a) <= 0.6x the
+reference's forwards for the non-style preset. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+TARGET_FORWARD_RATIO = 0.6
+SOURCE = "a large red circle at the center"
+TARGET = "a large blue circle at the center"
+
+
+def reference_schedule(method):
+    """Run ``method``'s edit with the reference's four passes at every step (the guiders' weights unchanged)."""
+    from interpedit.guidance.guide_and_rescale import GuidedDenoiser
+
+    class FourPasses(GuidedDenoiser):
+        def __call__(self, x, t):
+            step = self.step
+            active = [(g, w) for g in self.guiders if (w := g.weight(step, self.num_steps)) != 0]
+            records = {}
+            with torch.no_grad():
+                uncond, _ = self._call(["uncond"], x, t, record=False, detach=True)
+                _, inv = self._call(["inv_src"], x, t, record=True, detach=True)
+            records.update(inv)
+            z = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                _, cur_src = self._call(["cur_src"], z, t, record=True, detach=False)
+                target, cur_trg = self._call(["cur_trg"], z, t, record=True, detach=False)
+                records.update(cur_src)
+                records.update(cur_trg)
+                energies = [(g, w) for g, w in active if g.kind == "energy"]
+                guider_term = torch.zeros_like(x)
+                if energies:
+                    energy = sum(w * g.energy(records, step, self.num_steps) for g, w in energies)
+                    (gradient,) = torch.autograd.grad(energy, z)
+                    guider_term = gradient.detach()
+            context = {"x": x, "x_inversion": self.inversion_latents[step], "eps_uncond": uncond["uncond"],
+                       "eps_target": target["cur_trg"].detach()}
+            cfg_term = self.cfg.weight(step, self.num_steps) * self.cfg.term(context)
+            scale = self.rescaler(guider_term, cfg_term) if active else 1.0
+            self.step += 1
+            return (uncond["uncond"] + cfg_term + scale * guider_term).detach()
+
+    import interpedit.editing.guide_and_rescale_edit as module
+
+    original = module.GuidedDenoiser
+    module.GuidedDenoiser = FourPasses
+    try:
+        yield
+    finally:
+        module.GuidedDenoiser = original
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pipeline", default="tiny", help="tiny, sd15, or a pipeline folder / hub id")
+    parser.add_argument("--preset", default="non_style", choices=["non_style", "style"])
+    parser.add_argument("--resolution", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--force", action="store_true", help="run the sd15 preset without a GPU")
+    args = parser.parse_args(argv)
+
+    from contextlib import contextmanager
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from interpedit.diffusion.unet_cost import count_unet_calls
+    from interpedit.editing import GuideAndRescaleEdit
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    if args.pipeline == "sd15" and device.type != "cuda" and not args.force:
+        print("the sd15 preset needs a GPU; pass --force to run it anyway")
+        return 2
+
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.pipeline == "tiny":
+            from tests.tiny_components import write_tiny_sd
+
+            folder, description = str(write_tiny_sd(Path(scratch) / "tiny")), "tiny random pipeline"
+        elif args.pipeline == "sd15":
+            from bench.diffedit import write_sd15_sized
+
+            folder, description = str(write_sd15_sized(Path(scratch) / "sd15")), "random weights at SD 1.5's sizes"
+        else:
+            folder, description = args.pipeline, args.pipeline
+        ours = GuideAndRescaleEdit(folder, preset=args.preset, num_inference_steps=args.steps).to(device)
+        from_inversion = GuideAndRescaleEdit(folder, preset=args.preset, num_inference_steps=args.steps,
+                                             reference="inversion")
+        from_inversion.vae, from_inversion.text_encoder, from_inversion.unet = ours.vae, ours.text_encoder, ours.unet
+        side = args.resolution or (512 if args.pipeline == "sd15" else 64)
+        image = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
+        batch = {"source_image": image, "source_prompt": [SOURCE], "target_prompt": [TARGET]}
+
+        def run_reference():
+            with contextmanager(reference_schedule)(ours):
+                return ours(batch)
+
+        rows = {"(a) ours": lambda: ours(batch), "(a') ours, reference from the inversion": lambda: from_inversion(batch),
+                "(b) reference schedule": run_reference}
+        times = {name: [] for name in rows}
+        costs, peaks, outputs = {}, {}, {}
+        for iteration in range(args.warmup + args.iterations):
+            for name, run in rows.items():
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                with count_unet_calls(ours.unet) as cost:
+                    start = time.perf_counter()
+                    outputs[name] = run()["edited"]
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    elapsed = time.perf_counter() - start
+                costs[name] = cost
+                if device.type == "cuda":
+                    peaks[name] = torch.cuda.max_memory_allocated() / 2**30
+                if iteration >= args.warmup:
+                    times[name].append(elapsed)
+
+    threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
+    print("Guide-and-Rescale: one edit, our pass schedule against the reference's four passes at every step")
+    print(f"  {description}, {side}x{side} px, preset {args.preset}, {args.steps} steps, device {device.type}{threads};"
+          f" {args.warmup} warm-up + {args.iterations} timed rounds, interleaved")
+    print()
+    header = f"{'schedule':<42} {'median s':>9} {'fwd':>6} {'bwd':>5} {'calls':>6}"
+    print(header + ("  peak GiB" if peaks else ""))
+    for name, values in times.items():
+        cost = costs[name]
+        line = f"{name:<42} {statistics.median(values):>9.2f} {cost.forwards:>6} {cost.backwards:>5} {cost.calls:>6}"
+        print(line + (f"  {peaks[name]:8.2f}" if peaks else ""))
+    reference = costs["(b) reference schedule"]
+    for name in ("(a) ours", "(a') ours, reference from the inversion"):
+        ratio = costs[name].forwards / reference.forwards
+        verdict = f" (aim <= {TARGET_FORWARD_RATIO}x: {'met' if ratio <= TARGET_FORWARD_RATIO else 'not met'})"
+        difference = float((outputs[name] - outputs["(b) reference schedule"]).abs().mean())
+        print(f"{name.split(',')[0]}{' (from inversion)' if 'inversion' in name else ''}: forwards "
+              f"{ratio:.3f}x{verdict}, time "
+              f"{statistics.median(times[name]) / statistics.median(times['(b) reference schedule']):.3f}x, "
+              f"mean |edit difference| to (b) {difference:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
