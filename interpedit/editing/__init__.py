@@ -4,6 +4,7 @@ from interpedit.editing.ddim_inversion_edit import DDIMInversionEdit
 from interpedit.editing.diffedit import DiffEdit
 from interpedit.editing.editing_method import EditingMethod, EditOutput
 from interpedit.editing.guide_and_rescale_edit import GuideAndRescaleEdit
+from interpedit.editing.hspace_edit import HSpaceEdit
 from interpedit.editing.identity import IdentityEdit
 from interpedit.editing.learnable_regions_edit import LearnableRegionsEdit
 from interpedit.editing.oracle import OracleEdit
@@ -16,6 +17,7 @@ __all__ = [
     "EditOutput",
     "EditingMethod",
     "GuideAndRescaleEdit",
+    "HSpaceEdit",
     "IdentityEdit",
     "LearnableRegionsEdit",
     "OracleEdit",
