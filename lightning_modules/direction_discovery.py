@@ -6,7 +6,8 @@
 ``test_step`` (what ``eval.py`` runs) and ``predict_step`` sample a batch of the generator's own trajectories (seeds from ``datamodules.noise_seeds``) and
 adds their h to the statistics: a streaming per-timestep and global PCA (``method: pca``), or the per-value sums of
 h for each labelled attribute (``method: supervised``, labels from ``interpedit.hspace.shapes_labels``: exact pixel
-read-outs and the shapes CLIP zero-shot). At the end of the epoch the statistics of every rank are merged, the
+read-outs and the shapes CLIP zero-shot), or the top singular vectors of the (masked) Jacobian of each sample
+along its own trajectory (``method: jacobian``, block iteration, cached by everything it depends on). At the end of the epoch the statistics of every rank are merged, the
 directions are saved (``out``: safetensors plus a JSON that names the method, the model, the timesteps, the h-space
 place and the scale units), and sweeps of the first samples along each direction go to TensorBoard and to
 ``out/sweep.png``. The algorithms are in ``interpedit.hspace``; this module only runs them.
@@ -27,7 +28,7 @@ from interpedit.hspace.pca import StreamingPCA
 from interpedit.hspace.shapes_labels import ATTRIBUTE_VALUES, shapes_attribute_labels
 from interpedit.hspace.trajectory import HTrajectory, apply_direction, sample_trajectory
 
-METHODS = ("pca", "supervised")
+METHODS = ("pca", "supervised", "jacobian")
 
 
 class DirectionDiscoveryModule(LightningModule):
@@ -36,7 +37,7 @@ class DirectionDiscoveryModule(LightningModule):
     Args:
         model: a ``UNet2DModel`` (``google/ddpm-ema-celebahq-256``) or a Stable Diffusion pipeline
             (``pretrained/shapes_stable_diffusion``), by hub id or folder.
-        method: ``pca`` or ``supervised``.
+        method: ``pca``, ``supervised`` or ``jacobian``.
         out: the folder the directions are saved to.
         place: ``before``, ``middle`` or ``after`` the mid block.
         num_inference_steps: steps of every trajectory (the released code uses 10).
@@ -44,13 +45,19 @@ class DirectionDiscoveryModule(LightningModule):
         components: principal components kept.
         sketch_rows: rows of each Frequent Directions sketch (>= the sample count for an exact PCA).
         clip: the shapes CLIP that labels shapes (supervised); None labels colour, size and position only.
+        jacobian_vectors: singular vectors per step (``jacobian``; the released code takes 3).
+        jacobian_steps: the step indices they are computed at (None: every step).
+        mask_box: ``[x1, y1, x2, y2]`` in fractions of the output, the region the Jacobian's output is masked to
+            (None: no mask).
         sweep_samples, sweep_scales, sweep_directions: the sweeps drawn at the end.
     """
 
     def __init__(self, model: str, method: str = "pca", out: str = "runs/hspace/directions", place: str = "after",
                  num_inference_steps: int = 10, eta: float = 1.0, components: int = 5, sketch_rows: int = 256,
                  clip: str | None = "pretrained/shapes_clip", sweep_samples: int = 4,
-                 sweep_scales: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0), sweep_directions: int = 5) -> None:
+                 sweep_scales: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0), sweep_directions: int = 5,
+                 jacobian_vectors: int = 3, jacobian_steps: list[int] | None = None,
+                 mask_box: tuple[float, float, float, float] | None = None) -> None:
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"DirectionDiscoveryModule.method: {method!r} is not one of {', '.join(METHODS)}")
@@ -73,6 +80,7 @@ class DirectionDiscoveryModule(LightningModule):
         self.pca: StreamingPCA | None = None
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, torch.Tensor] = {}
+        self.jacobians: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self.sweep_trajectory: HTrajectory | None = None
 
     def on_test_start(self) -> None:
@@ -99,7 +107,16 @@ class DirectionDiscoveryModule(LightningModule):
         if self.sweep_trajectory is None:
             self.sweep_trajectory = trajectory.select(slice(0, self.hparams.sweep_samples))
         labels: dict[str, torch.Tensor] = {}
-        if self.method == "pca":
+        if self.method == "jacobian":
+            from interpedit.hspace.jacobian import jacobian_directions
+
+            mask = self.output_mask(trajectory.x0.shape[1:])
+            for b, seed in enumerate(batch["seed"].tolist()):
+                found = jacobian_directions(model.hspace, model.schedule, trajectory.select([b]),
+                                            self.hparams.jacobian_vectors, mask, self.hparams.jacobian_steps,
+                                            seed=seed, cache_dir=Path(self.out).parent / f"{Path(self.out).name}-cache")
+                self.jacobians.append((seed, found.vectors, found.values))
+        elif self.method == "pca":
             if self.pca is None:
                 self.pca = StreamingPCA(len(self.timesteps), tuple(hs.shape[2:]), ell=self.sketch_rows)
             self.pca.update(hs)
@@ -117,9 +134,19 @@ class DirectionDiscoveryModule(LightningModule):
                         self.counts[attribute][value] += int(chosen.sum())
         return {"seed": batch["seed"], **{f"label/{k}": v for k, v in labels.items()}}
 
+    def output_mask(self, shape: tuple[int, ...]) -> torch.Tensor | None:
+        """The (1, C, H, W) 0/1 mask of ``mask_box`` on the UNet's output grid, or None."""
+        if self.hparams.mask_box is None:
+            return None
+        x1, y1, x2, y2 = self.hparams.mask_box
+        channels, height, width = shape
+        mask = torch.zeros(1, channels, height, width, device=self.device)
+        mask[..., round(y1 * height):round(y2 * height), round(x1 * width):round(x2 * width)] = 1.0
+        return mask
+
     # ------------------------------------------------------------------ merging, saving, sweeping
     def _merge_ranks(self) -> None:
-        if self.trainer.world_size == 1:
+        if self.trainer.world_size == 1 or self.method == "jacobian":  # per-sample results: each rank saves its own
             return
         if self.method == "pca":
             sketches = [self.all_gather(s.sketch.float()).flatten(0, 1) for s in self.pca.per_step]
@@ -140,6 +167,23 @@ class DirectionDiscoveryModule(LightningModule):
             "method": self.method, "model": self.model.source, "kind": self.model.kind, "place": self.model.place,
             "timesteps": self.timesteps, "eta": self.eta,
         }
+        if self.method == "jacobian":
+            seeds = torch.tensor([seed for seed, _, _ in self.jacobians])
+            tensors = {"seeds": seeds, "vectors": torch.stack([v for _, v, _ in self.jacobians]),
+                       "values": torch.stack([s for _, _, s in self.jacobians])}
+            description.update(samples=len(seeds), vectors=self.hparams.jacobian_vectors,
+                               steps=self.hparams.jacobian_steps, mask_box=self.hparams.mask_box,
+                               scale_units="the singular value times the unit vector at each step")
+            first = tensors["vectors"][0] * tensors["values"][0].view(*tensors["values"][0].shape,
+                                                                     *[1] * (tensors["vectors"].ndim - 3))
+            sweeps = list(first[: self.hparams.sweep_directions])
+            names = [f"sample {int(seeds[0])}, singular vector {k}" for k in range(len(sweeps))]
+            self.sweep_trajectory = self.sweep_trajectory.select([0]) if self.sweep_trajectory else None
+            out = self.out if self.trainer.world_size == 1 else f"{self.out}-rank{self.global_rank}"
+            save_directions(out, tensors, description)
+            if self.trainer.is_global_zero:
+                self._sweep(sweeps, names)
+            return
         if self.method == "pca":
             directions = self.pca.per_timestep(self.components)
             tensors = {"directions": directions.directions, "std": directions.std}

@@ -100,3 +100,23 @@ def test_bad_directions_folders_are_refused(tiny_shapes_sd_dir, tmp_path):
     save_directions(tmp_path / "broken", {"x": torch.zeros(1)}, {"method": "supervised"})
     with pytest.raises(ValueError, match="directions.json: the field 'timesteps' is missing"):
         HSpaceEdit(str(tiny_shapes_sd_dir), str(tmp_path / "broken"))
+
+
+def test_masked_jacobian_directions_per_sample_are_saved_and_cached(tiny_shapes_sd_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["eval.py"])
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "jacobian"
+    discover("configs/hspace/shapes_jacobian.yaml", tiny_shapes_sd_dir, out, tmp_path, jacobian_vectors="2",
+             jacobian_steps="[0, 2]")
+    saved = SavedDirections(out)
+    assert saved.description["method"] == "jacobian" and saved.description["mask_box"] == [0.0, 0.0, 0.5, 1.0]
+    vectors, values = saved.tensors["vectors"], saved.tensors["values"]
+    assert vectors.shape[:3] == (6, 2, 3) and values.shape == (6, 2, 3)
+    assert bool((values[:, :, [0, 2]] > 0).all()) and bool((values[:, :, 1] == 0).all())  # only the chosen steps
+    norms = vectors[:, :, [0, 2]].flatten(3).norm(dim=-1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+    cache = sorted((tmp_path / "jacobian-cache").glob("*.safetensors"))
+    assert len(cache) == 6  # one entry per sample
+    discover("configs/hspace/shapes_jacobian.yaml", tiny_shapes_sd_dir, out, tmp_path, jacobian_vectors="2",
+             jacobian_steps="[0, 2]", mask_box="[0.5, 0.0, 1.0, 1.0]")
+    assert len(sorted((tmp_path / "jacobian-cache").glob("*.safetensors"))) == 12  # another mask: new entries
