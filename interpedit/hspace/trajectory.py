@@ -99,7 +99,7 @@ def regenerate(hspace: HSpace, schedule: NoiseSchedule, trajectory: HTrajectory,
         return ddim_sample(hspace, trajectory.x_T, trajectory.timesteps, schedule, eta=trajectory.etas,
                            noises=trajectory.noises)
     h_shape = tuple(trajectory.hs.shape[2:])
-    if delta_h.ndim == 2 + len(h_shape):
+    if delta_h.ndim == 2 + len(h_shape) and delta_h.shape[1] == steps and tuple(delta_h.shape[2:]) == h_shape:
         delta_h = delta_h[:, :, None].expand(delta_h.shape[0], steps, batch, *h_shape)
     if delta_h.ndim != 3 + len(h_shape) or tuple(delta_h.shape[3:]) != h_shape or delta_h.shape[1] != steps \
             or delta_h.shape[2] != batch:
