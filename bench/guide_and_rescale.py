@@ -9,6 +9,8 @@ Rows, on the same components, image, prompts and preset, timed in turn after war
 - (a) ours: ``GuideAndRescaleEdit`` (``reference="exact"``): guided steps batch ``uncond``, ``cur_trg`` and
   ``inv_src`` into one call without gradients, then ``cur_src`` with gradients; unguided steps one CFG call;
 - (a') ours with ``reference="inversion"``: the ``inv_src`` records come from the DDIM inversion;
+- (a'') also with ``attention_prompt="target"`` (beyond the paper): the current latent's maps are taken under the
+  target prompt, so the CFG pass carries the gradient;
 - (b) the reference schedule: at every step, guided or not, four separate calls (``uncond`` and ``inv_src``
   without gradients, ``cur_src`` and ``cur_trg`` with), then the same combination.
 
@@ -124,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         ours = GuideAndRescaleEdit(folder, preset=args.preset, num_inference_steps=args.steps).to(device)
         from_inversion = GuideAndRescaleEdit(folder, preset=args.preset, num_inference_steps=args.steps,
                                              reference="inversion")
-        from_inversion.vae, from_inversion.text_encoder, from_inversion.unet = ours.vae, ours.text_encoder, ours.unet
+        target_attention = GuideAndRescaleEdit(folder, preset=args.preset, num_inference_steps=args.steps,
+                                               reference="inversion", attention_prompt="target")
+        for other in (from_inversion, target_attention):
+            other.vae, other.text_encoder, other.unet = ours.vae, ours.text_encoder, ours.unet
         side = args.resolution or (512 if args.pipeline == "sd15" else 64)
         image = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
         batch = {"source_image": image, "source_prompt": [SOURCE], "target_prompt": [TARGET]}
@@ -134,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 return ours(batch)
 
         rows = {"(a) ours": lambda: ours(batch), "(a') ours, reference from the inversion": lambda: from_inversion(batch),
+                "(a'') ours, target-prompt attention, from inversion": lambda: target_attention(batch),
                 "(b) reference schedule": run_reference}
         times = {name: [] for name in rows}
         costs, peaks, outputs = {}, {}, {}
@@ -159,19 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {description}, {side}x{side} px, preset {args.preset}, {args.steps} steps, device {device.type}{threads};"
           f" {args.warmup} warm-up + {args.iterations} timed rounds, interleaved")
     print()
-    header = f"{'schedule':<42} {'median s':>9} {'fwd':>6} {'bwd':>5} {'calls':>6}"
+    header = f"{'schedule':<52} {'median s':>9} {'fwd':>6} {'bwd':>5} {'calls':>6}"
     print(header + ("  peak GiB" if peaks else ""))
     for name, values in times.items():
         cost = costs[name]
-        line = f"{name:<42} {statistics.median(values):>9.2f} {cost.forwards:>6} {cost.backwards:>5} {cost.calls:>6}"
+        line = f"{name:<52} {statistics.median(values):>9.2f} {cost.forwards:>6} {cost.backwards:>5} {cost.calls:>6}"
         print(line + (f"  {peaks[name]:8.2f}" if peaks else ""))
     reference = costs["(b) reference schedule"]
-    for name in ("(a) ours", "(a') ours, reference from the inversion"):
+    for name in [n for n in rows if n.startswith("(a")]:
         ratio = costs[name].forwards / reference.forwards
         verdict = f" (aim <= {TARGET_FORWARD_RATIO}x: {'met' if ratio <= TARGET_FORWARD_RATIO else 'not met'})"
         difference = float((outputs[name] - outputs["(b) reference schedule"]).abs().mean())
-        print(f"{name.split(',')[0]}{' (from inversion)' if 'inversion' in name else ''}: forwards "
-              f"{ratio:.3f}x{verdict}, time "
+        print(f"{name}: forwards {ratio:.3f}x{verdict}, time "
               f"{statistics.median(times[name]) / statistics.median(times['(b) reference schedule']):.3f}x, "
               f"mean |edit difference| to (b) {difference:.2e}")
     return 0

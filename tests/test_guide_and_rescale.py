@@ -115,6 +115,18 @@ def test_the_inversion_can_supply_the_reference_pass(tiny_shapes_sd_dir):
     assert out["edited"].shape == images.shape and torch.isfinite(out["edited"]).all()
 
 
+def test_target_prompt_attention_lets_the_cfg_pass_carry_the_gradient(tiny_shapes_sd_dir):
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    edit = method(tiny_shapes_sd_dir, attention_prompt="target", reference="inversion")
+    assert edit.guiders[0].passes == ("cur_trg", "inv_src") and edit.name == "guide_and_rescale_target_attention"
+    with count_unet_calls(edit) as cost:
+        edit(batch_of(images))
+    # 5 inversion steps; guided steps: [uncond], then [cur_trg] with grad; unguided: [uncond, cur_trg].
+    assert cost.forwards == 5 + 2 * 2 + 3 * 2 and cost.backwards == 2
+    with pytest.raises(ValueError, match="attention_prompt: 'both' is not source or target"):
+        method(tiny_shapes_sd_dir, attention_prompt="both")
+
+
 def test_style_preset_differentiates_the_target_pass_for_its_feature_guider(tiny_shapes_sd_dir):
     edit = method(tiny_shapes_sd_dir, preset="style", self_attention_scale=1e3, feature_scale=1.0)
     assert [type(g).__name__ for g in edit.guiders] == ["SelfAttentionMapL2", "FeatureMapL2"]

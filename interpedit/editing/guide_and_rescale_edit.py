@@ -59,6 +59,9 @@ class GuideAndRescaleEdit(StableDiffusionMethod):
             the DDIM inversion instead (one UNet pass fewer per guided step; the inversion queries step i's
             timestep at the latent one level less noisy).
         gradient_checkpointing: checkpoint the UNet in the gradient pass (less memory, one more forward inside).
+        attention_prompt: ``source`` compares the current latent's maps under the source prompt (published);
+            ``target`` under the target prompt, beyond the paper: the CFG pass then carries the gradient, one UNet
+            pass fewer per guided step.
         torch_dtype: dtype of the networks.
     """
 
@@ -70,13 +73,15 @@ class GuideAndRescaleEdit(StableDiffusionMethod):
                  feature_scale: float | None = None, rescale: tuple[float, float] | None = None,
                  identity_rescaling: bool = False, attention_layers: list[str] | None = None,
                  feature_module: str = "up_blocks.1.resnets.1", appearance_module: str | None = None,
-                 reference: str = "exact", gradient_checkpointing: bool = False,
+                 reference: str = "exact", gradient_checkpointing: bool = False, attention_prompt: str = "source",
                  torch_dtype: str | None = None) -> None:
         super().__init__(pipeline, torch_dtype)
         if preset not in PRESETS:
             raise ValueError(f"GuideAndRescaleEdit.preset: {preset!r} is not one of {', '.join(PRESETS)}")
         if reference not in REFERENCES:
             raise ValueError(f"GuideAndRescaleEdit.reference: {reference!r} is not one of {', '.join(REFERENCES)}")
+        if attention_prompt not in ("source", "target"):
+            raise ValueError(f"GuideAndRescaleEdit.attention_prompt: {attention_prompt!r} is not source or target")
         if num_inference_steps < 1:
             raise ValueError(f"GuideAndRescaleEdit.num_inference_steps: must be >= 1, got {num_inference_steps}")
         settings = dict(PRESETS[preset])
@@ -95,12 +100,16 @@ class GuideAndRescaleEdit(StableDiffusionMethod):
         layers = tuple(attention_layers or ["*attn1"])
         schedule = StepSchedule(first=int(settings["guided_steps"]))
         self.cfg = ClassifierFreeGuidance(guidance_scale)
+        current = "cur_src" if attention_prompt == "source" else "cur_trg"
+        if attention_prompt == "target":
+            self.name = "guide_and_rescale_target_attention"
         guiders: list[Guider] = []
         if settings["appearance_scale"]:
             guiders.append(SelfAttentionAppearance(settings["self_attention_scale"], settings["appearance_scale"],
-                                                   schedule, layers, appearance_module or last_up))
+                                                   schedule, layers, appearance_module or last_up,
+                                                   current_pass=current))
         elif settings["self_attention_scale"]:
-            guiders.append(SelfAttentionMapL2(settings["self_attention_scale"], schedule, layers))
+            guiders.append(SelfAttentionMapL2(settings["self_attention_scale"], schedule, layers, current))
         if settings["feature_scale"]:
             guiders.append(FeatureMapL2(settings["feature_scale"], schedule, feature_module))
         self.guiders = guiders

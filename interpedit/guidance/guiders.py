@@ -114,13 +114,20 @@ class FeatureMapL2(Guider):
         return ((records["cur_trg"][key] - records["inv_src"][key]) ** 2).mean()
 
 
-def attention_energy(records: dict[str, dict[str, Tensor]]) -> Tensor:
-    """``sum over layers of mean((A(z_t, source) - A(z*_t, source))^2)``."""
-    current, reference = records["cur_src"], records["inv_src"]
+def attention_energy(records: dict[str, dict[str, Tensor]], current_pass: str = "cur_src") -> Tensor:
+    """``sum over layers of mean((A(z_t, prompt) - A(z*_t, source))^2)``, the current pass ``cur_src`` (the
+    published guiders) or ``cur_trg``."""
+    current, reference = records[current_pass], records["inv_src"]
     terms = [((current[key] - reference[key]) ** 2).mean() for key in current if key.startswith("attention:")]
     if not terms:
         raise ValueError("no self-attention maps were recorded: the layer patterns match no self-attention layer")
     return torch.stack(terms).sum()
+
+
+def _check_current(current_pass: str) -> str:
+    if current_pass not in ("cur_src", "cur_trg"):
+        raise ValueError(f"the current pass must be cur_src or cur_trg, got {current_pass!r}")
+    return current_pass
 
 
 class SelfAttentionMapL2(Guider):
@@ -128,32 +135,34 @@ class SelfAttentionMapL2(Guider):
 
     Args:
         layers: ``fnmatch`` patterns of attention layers (default every self-attention layer, ``*attn1``).
+        current_pass: ``cur_src`` (published) or ``cur_trg``: the current latent's maps under the target prompt,
+            beyond the paper, which lets the CFG pass carry the gradient (one UNet pass fewer per guided step).
     """
 
-    passes = ("cur_src", "inv_src")
-
     def __init__(self, scale: float = 1.0, schedule: StepSchedule | None = None,
-                 layers: Sequence[str] = ("*attn1",)) -> None:
+                 layers: Sequence[str] = ("*attn1",), current_pass: str = "cur_src") -> None:
         super().__init__(scale, schedule)
         self.attention_layers = tuple(layers)
+        self.current_pass = _check_current(current_pass)
+        self.passes = (self.current_pass, "inv_src")
 
     def energy(self, records: dict[str, dict[str, Tensor]], step: int, num_steps: int) -> Tensor:
-        return attention_energy(records)
+        return attention_energy(records, self.current_pass)
 
 
 class SelfAttentionAppearance(Guider):
     """The 'non-style' guider: ``attention_scale * SelfAttentionMapL2 + appearance_scale * mean|F_cur - F_inv|``,
     both on the source-prompt passes; F is the output of the last up block (the reference's ``new_features``).
 
-    ``scale`` multiplies both terms (the reference's g_scale, 1); each term has its own scale and schedule.
+    ``scale`` multiplies both terms (the reference's g_scale, 1). ``current_pass`` as for ``SelfAttentionMapL2``.
     """
-
-    passes = ("cur_src", "inv_src")
 
     def __init__(self, attention_scale: float = 3e5, appearance_scale: float = 500.0,
                  schedule: StepSchedule | None = None, layers: Sequence[str] = ("*attn1",),
-                 appearance_module: str = "up_blocks.3", scale: float = 1.0) -> None:
+                 appearance_module: str = "up_blocks.3", scale: float = 1.0, current_pass: str = "cur_src") -> None:
         super().__init__(scale, schedule)
+        self.current_pass = _check_current(current_pass)
+        self.passes = (self.current_pass, "inv_src")
         self.attention_scale = float(attention_scale)
         self.appearance_scale = float(appearance_scale)
         self.attention_layers = tuple(layers)
@@ -162,8 +171,9 @@ class SelfAttentionAppearance(Guider):
 
     def energy(self, records: dict[str, dict[str, Tensor]], step: int, num_steps: int) -> Tensor:
         key = f"feature:{self.appearance_module}"
-        appearance = (records["cur_src"][key] - records["inv_src"][key]).abs().mean()
-        return self.attention_scale * attention_energy(records) + self.appearance_scale * appearance
+        appearance = (records[self.current_pass][key] - records["inv_src"][key]).abs().mean()
+        return (self.attention_scale * attention_energy(records, self.current_pass)
+                + self.appearance_scale * appearance)
 
 
 class PassRecorder:
