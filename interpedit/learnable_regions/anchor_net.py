@@ -9,7 +9,6 @@ layer to 4 and one to the S sizes. Unlike the released code, the projection is t
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 
