@@ -6,7 +6,7 @@
 ``test_step`` (what ``eval.py`` runs) and ``predict_step`` sample a batch of the generator's own trajectories (seeds from ``datamodules.noise_seeds``) and
 adds their h to the statistics: a streaming per-timestep and global PCA (``method: pca``), or the per-value sums of
 h for each labelled attribute (``method: supervised``, labels from ``interpedit.hspace.shapes_labels``: exact pixel
-read-outs and the shapes CLIP zero-shot), or the top singular vectors of the (masked) Jacobian of each sample
+read-outs and shape templates), or the top singular vectors of the (masked) Jacobian of each sample
 along its own trajectory (``method: jacobian``, block iteration, cached by everything it depends on). At the end of the epoch the statistics of every rank are merged, the
 directions are saved (``out``: safetensors plus a JSON that names the method, the model, the timesteps, the h-space
 place and the scale units), and sweeps of the first samples along each direction go to TensorBoard and to
@@ -44,7 +44,6 @@ class DirectionDiscoveryModule(LightningModule):
         eta: sampling stochasticity (released: 1 for PCA and Jacobian, 0 for supervised).
         components: principal components kept.
         sketch_rows: rows of each Frequent Directions sketch (>= the sample count for an exact PCA).
-        clip: the shapes CLIP that labels shapes (supervised); None labels colour, size and position only.
         jacobian_vectors: singular vectors per step (``jacobian``; the released code takes 3).
         jacobian_steps: the step indices they are computed at (None: every step).
         mask_box: ``[x1, y1, x2, y2]`` in fractions of the output, the region the Jacobian's output is masked to
@@ -54,7 +53,7 @@ class DirectionDiscoveryModule(LightningModule):
 
     def __init__(self, model: str, method: str = "pca", out: str = "runs/hspace/directions", place: str = "after",
                  num_inference_steps: int = 10, eta: float = 1.0, components: int = 5, sketch_rows: int = 256,
-                 clip: str | None = "pretrained/shapes_clip", sweep_samples: int = 4,
+                 sweep_samples: int = 4,
                  sweep_scales: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0), sweep_directions: int = 5,
                  jacobian_vectors: int = 3, jacobian_steps: list[int] | None = None,
                  mask_box: tuple[float, float, float, float] | None = None) -> None:
@@ -68,11 +67,6 @@ class DirectionDiscoveryModule(LightningModule):
         self.timesteps = self.model.timesteps(num_inference_steps)
         self.eta = eta
         self.components = components
-        self.clip = None
-        if method == "supervised" and clip is not None:
-            from interpedit.clip import ShapesCLIP
-
-            self.clip = ShapesCLIP.load(clip).eval().requires_grad_(False)
         self.sketch_rows = sketch_rows
         self._reset()
 
@@ -121,7 +115,7 @@ class DirectionDiscoveryModule(LightningModule):
                 self.pca = StreamingPCA(len(self.timesteps), tuple(hs.shape[2:]), ell=self.sketch_rows)
             self.pca.update(hs)
         else:
-            labels = shapes_attribute_labels(model.decode(trajectory.x0), self.clip)
+            labels = shapes_attribute_labels(model.decode(trajectory.x0))
             for attribute, ids in labels.items():
                 values = len(ATTRIBUTE_VALUES[attribute])
                 if attribute not in self.sums:

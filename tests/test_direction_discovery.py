@@ -49,8 +49,7 @@ def test_supervised_directions_then_the_editing_method_through_eval_py(tiny_shap
     monkeypatch.setattr(sys, "argv", ["eval.py"])
     monkeypatch.chdir(REPO)
     out = tmp_path / "supervised"
-    discover("configs/hspace/shapes_supervised.yaml", tiny_shapes_sd_dir, out, tmp_path,
-             clip=str(tiny_shapes_sd_dir.parent / "clip"))
+    discover("configs/hspace/shapes_supervised.yaml", tiny_shapes_sd_dir, out, tmp_path)
     saved = SavedDirections(out)
     assert set(saved.description["attributes"]) == {"colour", "shape", "size", "position"}
     counts = saved.tensors["count.colour"]
@@ -85,6 +84,14 @@ def test_supervised_directions_then_the_editing_method_through_eval_py(tiny_shap
     assert edit.attribute_change("circle nonsense") is None
     direction = SavedDirections(out).difference("colour", colours[0], colours[2])
     torch.testing.assert_close(direction, torch.full_like(direction, 2.0))
+
+
+def test_the_labeller_reads_renders_exactly():
+    from interpedit.hspace.shapes_labels import labeller_accuracy
+
+    accuracy = labeller_accuracy(40, seed=5)
+    assert accuracy["colour"] == 1.0 and accuracy["size"] == 1.0 and accuracy["position"] >= 0.95
+    assert accuracy["shape"] >= 0.9
 
 
 def test_bad_directions_folders_are_refused(tiny_shapes_sd_dir, tmp_path):
