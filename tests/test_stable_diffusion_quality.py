@@ -94,3 +94,16 @@ def test_components_command_names_a_missing_vae(tmp_path):
     with pytest.raises(PretrainedWeightsNotFoundError, match="no such file or directory"):
         sd_main(["components", "--vae", str(tmp_path / "no_vae"), "--out", str(tmp_path / "components")])
     assert not (tmp_path / "components").exists()
+
+
+def test_word_attention_ratios_cover_every_cross_attention_layer(tiny_shapes_sd_dir):
+    from interpedit.backbones.stable_diffusion import load_stable_diffusion
+    from interpedit.diffusion.unet_hooks import select_layers
+    from interpedit.stable_diffusion.quality import held_out_scenes
+    from interpedit.stable_diffusion.word_attention import word_attention_ratios
+
+    sd = load_stable_diffusion(tiny_shapes_sd_dir, inpainting=False)
+    ratios = word_attention_ratios(sd, held_out_scenes(4, seed=2, min_objects=1, max_objects=1))
+    assert set(ratios) == set(select_layers(sd.unet, "*attn2", "cross"))
+    for values in ratios.values():
+        assert set(values) == {"position", "colour"} and all(v > 0 for v in values.values())
