@@ -15,18 +15,21 @@ from pathlib import Path
 DEFAULT_CLIP = "pretrained/shapes_clip"
 
 
-def write_components(vae: str, clip: str, out: str) -> Path:
-    """The components folder of the shapes pipeline: a trained VAE, the shapes CLIP's text tower and word-level
-    tokenizer, and DDIM with SD's training schedule (epsilon prediction)."""
+def write_components(vae: str, clip: str, out: str, text_layers: int | None = 0) -> Path:
+    """The components folder of the shapes pipeline: a trained VAE, the shapes CLIP's text tower (its first
+    ``text_layers`` transformer layers; None for all) and word-level tokenizer, and DDIM with SD's training schedule
+    (epsilon prediction). Prints ``word_sensitivity`` of the text encoder it writes."""
     from diffusers import AutoencoderKL
 
     from interpedit.backbones import load_diffusers_model, sd_ddim_scheduler
     from interpedit.clip import ShapesCLIP
     from interpedit.stable_diffusion.pipeline_folder import save_components_folder
-    from interpedit.stable_diffusion.text_conditioning import shapes_text_encoder
+    from interpedit.stable_diffusion.text_conditioning import shapes_text_encoder, word_sensitivity
 
     vae_model = load_diffusers_model(AutoencoderKL, vae)
-    text_encoder, tokenizer = shapes_text_encoder(ShapesCLIP.load(clip))
+    text_encoder, tokenizer = shapes_text_encoder(ShapesCLIP.load(clip), num_layers=text_layers)
+    sensitivity = word_sensitivity(tokenizer, text_encoder)
+    print("text encoder word sensitivity: " + ", ".join(f"{key} {value:.3f}" for key, value in sensitivity.items()))
     scheduler = sd_ddim_scheduler(prediction_type="epsilon")
     return save_components_folder(out, vae=vae_model, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
@@ -63,6 +66,11 @@ def main(argv: Sequence[str] | None = None, *, export: Callable[..., Path] | Non
     components = sub.add_parser("components", help="vae + shapes CLIP text tower + DDIM -> a components folder")
     components.add_argument("--vae", required=True, help="an AutoencoderKL folder (lightning_modules.autoencoder_kl export)")
     components.add_argument("--clip", default=DEFAULT_CLIP, help=f"a saved ShapesCLIP (default {DEFAULT_CLIP})")
+    components.add_argument(
+        "--text-layers", type=int, default=0,
+        help="transformer layers of the CLIP text tower to keep (default 0: its embeddings and final layer norm, "
+        "because its layers discard shape and position words; -1 keeps all)",
+    )
     components.add_argument("--out", required=True, help="destination folder")
     exporter = sub.add_parser("export", help="training checkpoint -> diffusers pipeline folder")
     exporter.add_argument("--ckpt", required=True, help="the .ckpt to export")
@@ -81,7 +89,8 @@ def main(argv: Sequence[str] | None = None, *, export: Callable[..., Path] | Non
     add_evaluate_arguments(sub.add_parser("evaluate", help="caption fidelity, inversion and inpainting against ground truth"))
     args = parser.parse_args(argv)
     if args.command == "components":
-        print(f"wrote {write_components(args.vae, args.clip, args.out)}")
+        layers = None if args.text_layers == -1 else args.text_layers
+        print(f"wrote {write_components(args.vae, args.clip, args.out, layers)}")
     elif args.command == "export":
         if export is None:
             parser.error("export needs the Lightning systems: run python -m lightning_modules.stable_diffusion export")
