@@ -20,6 +20,7 @@ from pathlib import Path
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser
 
 from interpedit.evaluation import compare_runs
+from interpedit.user_errors import run_command
 from train import InterpeditCLI, build_cli
 
 
@@ -53,5 +54,11 @@ def cli_main(args: ArgsType = None) -> EvalCLI | str:
     return cli
 
 
+def command_line(argv: list[str]) -> EvalCLI | str:
+    """``python eval.py ...``: LightningCLI reads ``sys.argv`` itself, so the arguments ``run_command`` kept go back there."""
+    sys.argv[1:] = argv
+    return cli_main()
+
+
 if __name__ == "__main__":
-    cli_main()
+    run_command(command_line)

@@ -9,10 +9,13 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningCLI
+
+from interpedit.user_errors import run_command
 
 
 class InterpeditCLI(LightningCLI):
@@ -51,5 +54,11 @@ def cli_main(args: ArgsType = None, run: bool = True) -> InterpeditCLI:
     return build_cli(InterpeditCLI, args, run)
 
 
+def command_line(argv: list[str]) -> InterpeditCLI:
+    """``python train.py ...``: LightningCLI reads ``sys.argv`` itself, so the arguments ``run_command`` kept go back there."""
+    sys.argv[1:] = argv
+    return cli_main()
+
+
 if __name__ == "__main__":
-    cli_main()
+    run_command(command_line)

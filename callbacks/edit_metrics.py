@@ -22,6 +22,7 @@ from interpedit.metrics import (
     ReconstructionQuality,
     StructureDistance,
 )
+from interpedit.user_errors import OptionError
 
 # ShapesCLIP feeds its ViT images mapped from [0, 1] to [-1, 1]; structure distance must normalise the same way.
 SHAPES_CLIP_MEAN = (0.5, 0.5, 0.5)
@@ -82,7 +83,7 @@ class EditMetrics(Callback):
     ) -> None:
         unknown = set(stages) - {"validation", "test"}
         if unknown:
-            raise ValueError(f"EditMetrics.stages: unknown {sorted(unknown)}; use validation and/or test")
+            raise OptionError(f"EditMetrics.stages: unknown {sorted(unknown)}; use validation and/or test")
         self.structure_backbone = structure_backbone
         self.clip_model = clip_model
         self.lpips = lpips

@@ -5,6 +5,8 @@ from __future__ import annotations
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from interpedit.user_errors import OptionError
+
 
 class EffectiveBatchSize(Callback):
     """Sets ``trainer.accumulate_grad_batches`` so that per-device batch x processes x accumulation equals
@@ -22,7 +24,7 @@ class EffectiveBatchSize(Callback):
 
     def __init__(self, effective_batch_size: int, batch_size_attribute: str = "batch_size") -> None:
         if effective_batch_size < 1:
-            raise ValueError(f"EffectiveBatchSize.effective_batch_size: must be at least 1, got {effective_batch_size}")
+            raise OptionError(f"EffectiveBatchSize.effective_batch_size: must be at least 1, got {effective_batch_size}")
         self.effective_batch_size = effective_batch_size
         self.batch_size_attribute = batch_size_attribute
 

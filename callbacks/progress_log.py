@@ -15,6 +15,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
+from interpedit.user_errors import OptionError
+
 
 class ProgressLog(Callback):
     """Prints ``step N/M | train/loss ... | s/step | ETA`` lines (rank 0).
@@ -26,7 +28,7 @@ class ProgressLog(Callback):
 
     def __init__(self, every_n_steps: int = 50, only_when_not_a_terminal: bool = True) -> None:
         if every_n_steps < 1:
-            raise ValueError(f"ProgressLog.every_n_steps: must be at least 1, got {every_n_steps}")
+            raise OptionError(f"ProgressLog.every_n_steps: must be at least 1, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self.only_when_not_a_terminal = only_when_not_a_terminal
         self._last_step = 0

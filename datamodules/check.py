@@ -27,6 +27,7 @@ from interpedit.data.segmented_folder import (
     FolderProblem,
     index_segmented_folder,
 )
+from interpedit.user_errors import run_command
 
 
 @dataclass
@@ -104,7 +105,7 @@ def check_folder(layout: FolderLayout, mask_format: str = "auto", *, include_cro
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code (0 clean, 1 problems found)."""
+    """Command-line entry point; returns the exit code (0 clean, 1 problems found in files)."""
     parser = argparse.ArgumentParser(
         prog="python -m datamodules.check",
         description="Check a segmented-image folder (images/ plus masks) before a long training run.",
@@ -121,14 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = FolderLayout(
         args.root, args.images_dir, args.masks_dir, args.coco_annotations, args.panoptic_json, args.panoptic_dir
     )
-    try:
-        report = check_folder(layout, args.mask_format, include_crowd=args.include_crowd)
-    except ValueError as exc:
-        print(exc)
-        return 1
+    # A folder that cannot be checked at all (missing, no images/, unknown mask format) is a user error: run_command
+    # reports it as one ``error:`` line with exit status 2. Problems with single files are listed in the report.
+    report = check_folder(layout, args.mask_format, include_crowd=args.include_crowd)
     print("\n".join(report.lines()))
     return 1 if report.problems else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

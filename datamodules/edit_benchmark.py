@@ -43,6 +43,7 @@ from interpedit.benchmarks.edit_benchmark_dataset import EditBenchmarkDataset, c
 from interpedit.benchmarks.edit_sample import BenchmarkError, EditSample
 from interpedit.benchmarks.edit_types import EDIT_TYPE_NAMES, resolve_edit_type
 from interpedit.data.distributed_index_sampler import DistributedIndexSampler, current_replica
+from interpedit.user_errors import OptionError
 
 BenchmarkFormat = Literal["auto", "pie_bench", "learnable_regions", "shapes"]
 
@@ -78,17 +79,17 @@ class EditBenchmarkDataModule(LightningDataModule):
                 "choose auto, pie_bench, learnable_regions or shapes"
             )
         if resolution is not None and resolution < 1:
-            raise ValueError(f"EditBenchmarkDataModule.resolution: must be positive or None, got {resolution}")
+            raise OptionError(f"EditBenchmarkDataModule.resolution: must be positive or None, got {resolution}")
         if batch_size < 1:
-            raise ValueError(f"EditBenchmarkDataModule.batch_size: must be at least 1, got {batch_size}")
+            raise OptionError(f"EditBenchmarkDataModule.batch_size: must be at least 1, got {batch_size}")
         if num_workers < 0:
-            raise ValueError(f"EditBenchmarkDataModule.num_workers: must be >= 0, got {num_workers}")
+            raise OptionError(f"EditBenchmarkDataModule.num_workers: must be >= 0, got {num_workers}")
         if limit is not None and limit < 1:
-            raise ValueError(f"EditBenchmarkDataModule.limit: must be at least 1 or None, got {limit}")
+            raise OptionError(f"EditBenchmarkDataModule.limit: must be at least 1 or None, got {limit}")
         try:
             self.edit_type_ids = None if edit_types is None else [resolve_edit_type(t) for t in edit_types]
         except ValueError as exc:
-            raise ValueError(f"EditBenchmarkDataModule.edit_types: {exc}") from exc
+            raise OptionError(f"EditBenchmarkDataModule.edit_types: {exc}") from exc
         if self.edit_type_ids is not None and not self.edit_type_ids:
             raise ValueError("EditBenchmarkDataModule.edit_types: empty list; use null to keep every edit type")
         self.root = root

@@ -31,6 +31,7 @@ import torch
 from interpedit.data.image_io import load_image
 from interpedit.segmentation.mask_cache import is_done, mask_json_path, sa1b_record, write_mask_json
 from interpedit.segmentation.sam_mask_generator import GeneratedMask, SamAutomaticMaskGenerator
+from interpedit.user_errors import MissingFileError, run_command
 
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -73,7 +74,7 @@ def list_images(images_dir: str | Path) -> list[str]:
     """
     root = Path(images_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"--images: no such directory: {root}")
+        raise MissingFileError(f"--images: no such directory: {root}")
     found = sorted(
         path.relative_to(root).as_posix()
         for path in root.rglob("*")
@@ -212,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> FolderRunSummary:
     from interpedit.backbones import load_transformers_model
 
     args = build_parser().parse_args(argv)
+    list_images(args.images)  # a missing folder fails here, before SAM is loaded
     rank, world_size = rank_and_world_size()
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
@@ -242,4 +244,4 @@ def main(argv: Sequence[str] | None = None) -> FolderRunSummary:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_command(main)

@@ -29,6 +29,7 @@ from interpedit.shapes.edits import EDIT_TYPES
 from interpedit.shapes.export import EXPORT_RESOLUTIONS, export_benchmark, validate_export_arguments
 from interpedit.shapes.render import render
 from interpedit.shapes.scene import SceneConfig, sample_scene
+from interpedit.user_errors import OptionError, run_command
 
 SceneSampler = DistributedIndexSampler
 """The shapes splits' sampler: ``DistributedIndexSampler`` under its earlier name."""
@@ -82,9 +83,9 @@ class ShapesDataset(Dataset):
         paired_views: PairedViews | None = None,
     ) -> None:
         if split not in SPLIT_IDS:
-            raise ValueError(f"ShapesDataset.split: unknown split {split!r}; expected one of {', '.join(SPLIT_IDS)}")
+            raise OptionError(f"ShapesDataset.split: unknown split {split!r}; expected one of {', '.join(SPLIT_IDS)}")
         if num_scenes is not None and num_scenes < 0:
-            raise ValueError(f"ShapesDataset.num_scenes: must be >= 0 or None (endless), got {num_scenes}")
+            raise OptionError(f"ShapesDataset.num_scenes: must be >= 0 or None (endless), got {num_scenes}")
         self.split = split
         self.num_scenes = num_scenes
         self.seed = seed
@@ -207,7 +208,7 @@ class ShapesDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         if resolution < 1:
-            raise ValueError(f"ShapesDataModule.resolution: must be positive, got {resolution}")
+            raise OptionError(f"ShapesDataModule.resolution: must be positive, got {resolution}")
         for name, value in (("scenes_per_epoch", scenes_per_epoch), ("batch_size", batch_size)):
             if value < 1:
                 raise ValueError(f"ShapesDataModule.{name}: must be at least 1, got {value}")
@@ -215,7 +216,7 @@ class ShapesDataModule(pl.LightningDataModule):
             if value is not None and value < 0:
                 raise ValueError(f"ShapesDataModule.{name}: must be >= 0, got {value}")
         if num_workers < 0:
-            raise ValueError(f"ShapesDataModule.num_workers: must be >= 0, got {num_workers}")
+            raise OptionError(f"ShapesDataModule.num_workers: must be >= 0, got {num_workers}")
         self.scene_config = SceneConfig(
             min_objects=min_objects, max_objects=max_objects, backgrounds=tuple(backgrounds)
         )
@@ -354,4 +355,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(main))

@@ -21,6 +21,7 @@ from interpedit.diffusion import EMA
 from interpedit.metrics.reconstruction import reconstruction_psnr
 from interpedit.optim import cosine_schedule_with_warmup
 from interpedit.stable_diffusion.vae_training import RECONSTRUCTION_LOSSES, random_crops, vae_loss
+from interpedit.user_errors import MissingFileError, OptionError, run_command
 
 
 TRAINABLE_PARTS = ("all", "decoder")
@@ -72,13 +73,13 @@ class AutoencoderKLModule(LightningModule):
     ) -> None:
         super().__init__()
         if trainable not in TRAINABLE_PARTS:
-            raise ValueError(f"AutoencoderKLModule.trainable: {trainable!r} is not one of {', '.join(TRAINABLE_PARTS)}")
+            raise OptionError(f"AutoencoderKLModule.trainable: {trainable!r} is not one of {', '.join(TRAINABLE_PARTS)}")
         if reconstruction not in RECONSTRUCTION_LOSSES:
             raise ValueError(
                 f"AutoencoderKLModule.reconstruction: {reconstruction!r} is not one of {', '.join(RECONSTRUCTION_LOSSES)}"
             )
         if crop_size is not None and crop_size < 1:
-            raise ValueError(f"AutoencoderKLModule.crop_size: must be positive or null, got {crop_size}")
+            raise OptionError(f"AutoencoderKLModule.crop_size: must be positive or null, got {crop_size}")
         self.save_hyperparameters()
         self.vae = build_vae(vae)
         if trainable == "decoder":
@@ -174,7 +175,7 @@ def export_vae(checkpoint: str | Path, out: str | Path, use_ema: bool = True) ->
     with ``scaling_factor`` set to 1 / the latent std measured at its last validation."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"export: no checkpoint at {checkpoint}")
+        raise MissingFileError(f"{checkpoint}: no such checkpoint file (--ckpt)")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     try:
         hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}
@@ -205,4 +206,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

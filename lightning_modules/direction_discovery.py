@@ -27,6 +27,7 @@ from interpedit.hspace.directions_file import save_directions
 from interpedit.hspace.pca import StreamingPCA
 from interpedit.hspace.shapes_labels import ATTRIBUTE_VALUES, shapes_attribute_labels
 from interpedit.hspace.trajectory import HTrajectory, apply_direction, sample_trajectory
+from interpedit.user_errors import OptionError
 
 METHODS = ("pca", "supervised", "jacobian")
 
@@ -59,7 +60,7 @@ class DirectionDiscoveryModule(LightningModule):
                  mask_box: tuple[float, float, float, float] | None = None) -> None:
         super().__init__()
         if method not in METHODS:
-            raise ValueError(f"DirectionDiscoveryModule.method: {method!r} is not one of {', '.join(METHODS)}")
+            raise OptionError(f"DirectionDiscoveryModule.method: {method!r} is not one of {', '.join(METHODS)}")
         self.save_hyperparameters()
         self.model = HSpaceModel(model, place)
         self.method = method

@@ -25,6 +25,7 @@ from interpedit.region.region_autoencoder import RegionAutoencoder
 from interpedit.evaluation.labelled_grid import save_labelled_grid
 from interpedit.region.pretrained import WEIGHTS_NAME, load_region_autoencoder, PretrainedFormatError, instantiate_spec, save_region_autoencoder, without_pretrained_backbone
 from interpedit.region.region_dropout import blank_regions, keep_random_subset, unknown_pixels
+from interpedit.user_errors import MissingFileError, run_command
 
 
 UNET_TRAINING_MODES = ("full", "cross_attention", "lora")
@@ -181,7 +182,7 @@ class RegionAutoencoderModule(LightningModule):
         validation and exports used), else its raw weights; this module's EMA restarts from them."""
         path = Path(checkpoint)
         if not path.is_file():
-            raise FileNotFoundError(f"RegionAutoencoderModule.init_from: no checkpoint at {path}")
+            raise MissingFileError(f"RegionAutoencoderModule.init_from: no checkpoint at {path}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
         except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as exc:
@@ -347,7 +348,7 @@ def export_pretrained(
         raise ValueError(f"export: dtype {dtype!r} is not one of float32, float16, bfloat16")
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"export: no checkpoint at {checkpoint}")
+        raise MissingFileError(f"{checkpoint}: no such checkpoint file (--ckpt)")
     config_path = Path(config) if config is not None else _run_config(checkpoint)
     with open(config_path) as handle:
         run_config = yaml.safe_load(handle)
@@ -376,7 +377,7 @@ def _run_config(checkpoint: Path) -> Path:
         checkpoint.resolve().parent.parent.glob("lightning_logs/version_*/config.yaml"), key=lambda p: p.stat().st_mtime
     )
     if not candidates:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"export: no lightning_logs/version_*/config.yaml next to {checkpoint.parent}; pass --config"
         )
     return candidates[-1]
@@ -440,4 +441,4 @@ def write_edit_grid(
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

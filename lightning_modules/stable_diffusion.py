@@ -34,6 +34,7 @@ from interpedit.stable_diffusion.inpainting_unet import (
 from interpedit.stable_diffusion.latents import encode_images
 from interpedit.stable_diffusion.sampling import sample_images
 from interpedit.stable_diffusion.text_conditioning import encode_prompts
+from interpedit.user_errors import MissingFileError, OptionError, run_command
 
 
 def build_unet(unet: str | dict[str, Any]) -> UNet2DConditionModel:
@@ -87,7 +88,7 @@ class TextToImageModule(LightningModule):
     ) -> None:
         super().__init__()
         if not 0.0 <= caption_dropout <= 1.0:
-            raise ValueError(f"{type(self).__name__}.caption_dropout: {caption_dropout} is outside [0, 1]")
+            raise OptionError(f"{type(self).__name__}.caption_dropout: {caption_dropout} is outside [0, 1]")
         self.save_hyperparameters()
         frozen = load_stable_diffusion(components, components=("vae", "text_encoder", "tokenizer", "scheduler"))
         self.vae = frozen.vae.eval().requires_grad_(False)
@@ -95,7 +96,8 @@ class TextToImageModule(LightningModule):
         self.tokenizer = frozen.tokenizer
         self.scheduler = frozen.scheduler
         self.schedule = NoiseSchedule.from_scheduler(self.scheduler)
-        self.unet = self.build_trainable_unet(unet)
+        # A UNet loaded with from_pretrained comes in eval mode; Lightning keeps the modes it finds.
+        self.unet = self.build_trainable_unet(unet).train()
         self.ema = EMA(self.unet, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None else None
         self._ema_step = 0
 
@@ -103,7 +105,7 @@ class TextToImageModule(LightningModule):
         """The UNet this system trains (a text-to-image one here)."""
         model = build_unet(unet)
         if model.config.in_channels == INPAINTING_IN_CHANNELS:
-            raise ValueError(f"{type(self).__name__}.unet: an inpainting UNet; use InpaintingModule")
+            raise OptionError(f"{type(self).__name__}.unet: an inpainting UNet; use InpaintingModule")
         return model
 
     # ------------------------------------------------------------------ training
@@ -235,7 +237,7 @@ class InpaintingModule(TextToImageModule):
         **kwargs: Any,
     ) -> None:
         if len(mask_probabilities) != len(MASK_KINDS):
-            raise ValueError(f"InpaintingModule.mask_probabilities: need one value for each of {MASK_KINDS}")
+            raise OptionError(f"InpaintingModule.mask_probabilities: need one value for each of {MASK_KINDS}")
         super().__init__(components, unet, **kwargs)
         self.save_hyperparameters()
 
@@ -281,7 +283,7 @@ def load_checkpoint_module(checkpoint: str | Path) -> TextToImageModule:
     """Rebuild the system a ``.ckpt`` was written by (text-to-image or inpainting) and load its weights."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"export: no checkpoint at {checkpoint}")
+        raise MissingFileError(f"{checkpoint}: no such checkpoint file (--ckpt)")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     try:
         hparams = {key: value for key, value in state["hyper_parameters"].items() if not key.startswith("_")}
@@ -326,4 +328,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from datamodules.check import main
+from interpedit.user_errors import EXIT_USER_ERROR, run_command
 from tests.segmented_folder_builders import (
     add_sa1b_image,
     build_sa1b_folder,
@@ -120,12 +122,15 @@ def test_notes_alone_pass(tmp_path, capsys):
     assert code == 0 and "problems: 0" in lines and "notes: 1" in lines
 
 
-def test_missing_folder_and_undetectable_format_fail(tmp_path, capsys):
-    code, lines = run_check(capsys, str(tmp_path / "nowhere"))
-    assert code == 1 and "dataset folder does not exist" in lines[0]
+def test_missing_folder_and_undetectable_format_are_user_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        run_command(main, [str(tmp_path / "nowhere")])
+    assert stopped.value.code == EXIT_USER_ERROR
+    assert capsys.readouterr().err.splitlines() == [f"error: {tmp_path / 'nowhere'}: dataset folder does not exist"]
     (tmp_path / "images").mkdir()
-    code, lines = run_check(capsys, str(tmp_path))
-    assert code == 1 and "cannot tell the mask format" in lines[0]
+    with pytest.raises(SystemExit):
+        run_command(main, [str(tmp_path)])
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path}: cannot tell the mask format")
 
 
 def test_coco_problems_name_the_annotation_file(tmp_path, capsys):

@@ -13,7 +13,7 @@ from interpedit.clip import ShapesCLIP
 from interpedit.stable_diffusion.inpainting_masks import MASK_KINDS, box_masks, dilate, random_inpainting_masks
 from interpedit.stable_diffusion.inpainting_unet import inpainting_conditioning, inpainting_unet_from
 from interpedit.stable_diffusion.sampling import sample_images
-from interpedit.stable_diffusion.text_conditioning import encode_prompts, shapes_text_encoder
+from interpedit.stable_diffusion.text_conditioning import encode_prompts, shapes_text_encoder, word_sensitivity
 from interpedit.stable_diffusion.vae_training import latent_scaling_factor, random_crops, vae_loss
 from tests.tiny_components import (  # noqa: F401  (pytest fixtures)
     tiny_sd_dir,
@@ -46,6 +46,43 @@ def test_shapes_text_encoder_is_the_shapes_clips_text_tower():
         # The words' states are the tower's (causal attention: padding after the end token changes nothing before it).
         torch.testing.assert_close(got[row, :length], expected[row, :length], rtol=1e-5, atol=1e-5)
     assert not any(p.requires_grad for p in text_encoder.parameters())
+
+
+def test_truncated_text_encoder_keeps_the_first_layers_and_saves(tmp_path):
+    from transformers import CLIPTextModel
+
+    from interpedit.shapes import vocabulary
+    from tests.tiny_components import TINY_SHAPES_CLIP_TEXT, TINY_SHAPES_CLIP_VISION
+
+    clip = ShapesCLIP(vocabulary(), vision_config=TINY_SHAPES_CLIP_VISION, text_config=TINY_SHAPES_CLIP_TEXT, embed_dim=16)
+    tower = clip.text_model.text_model
+    tokens = clip.tokenize(PROMPTS)["input_ids"]
+    for layers in range(TINY_SHAPES_CLIP_TEXT["num_hidden_layers"] + 1):
+        text_encoder, tokenizer = shapes_text_encoder(clip, num_layers=layers)
+        with torch.no_grad():
+            hidden = clip.text_model(tokens, output_hidden_states=True).hidden_states[layers]
+            expected = tower.final_layer_norm(hidden)
+            got = text_encoder(tokens).last_hidden_state
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # The 0-layer encoder (the shapes pipeline's) survives save_pretrained / from_pretrained unchanged.
+    text_encoder, _ = shapes_text_encoder(clip, num_layers=0)
+    text_encoder.save_pretrained(tmp_path / "text_encoder")
+    reloaded = CLIPTextModel.from_pretrained(tmp_path / "text_encoder")
+    assert reloaded.config.num_hidden_layers == 0
+    torch.testing.assert_close(reloaded(tokens).last_hidden_state, text_encoder(tokens).last_hidden_state)
+    with pytest.raises(ValueError, match="num_layers: 7 is outside"):
+        shapes_text_encoder(clip, num_layers=7)
+
+
+def test_committed_shapes_clip_layers_discard_shape_and_position_words():
+    # Why the shapes pipeline keeps 0 layers: measured on the committed shapes CLIP, the full tower barely moves
+    # when a shape or position word changes, while its embeddings respond to every attribute alike.
+    clip = ShapesCLIP.load("pretrained/shapes_clip")
+    full = word_sensitivity(*shapes_text_encoder(clip)[::-1])
+    embeddings = word_sensitivity(*shapes_text_encoder(clip, num_layers=0)[::-1])
+    assert full["shape"] < 0.2 * full["colour"] and full["position"] < 0.2 * full["colour"]
+    assert min(embeddings.values()) > 0.5 * max(embeddings.values())
+    assert embeddings["shape"] > 3 * full["shape"] and embeddings["position"] > 1.5 * full["position"]
 
 
 def test_sampling_on_the_diffusion_core_reproduces_the_pipeline(tiny_shapes_sd_dir):

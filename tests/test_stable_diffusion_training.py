@@ -112,7 +112,7 @@ def test_bad_settings_are_refused(tiny_shapes_sd_dir, tmp_path):
     with pytest.raises(ValueError, match="an inpainting UNet; use InpaintingModule"):
         TextToImageModule(components=str(tiny_shapes_sd_dir),
                           unet={**json.loads(TINY_UNET), "in_channels": 9})
-    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         export_pipeline(tmp_path / "missing.ckpt", tmp_path / "out")
     junk = tmp_path / "junk.ckpt"
     torch.save({"hyper_parameters": {"nonsense": 1}, "state_dict": {}}, junk)

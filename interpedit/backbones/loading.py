@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from interpedit.user_errors import UserError
+
 
 ModelT = TypeVar("ModelT")
 
@@ -41,7 +43,7 @@ _TIMM_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 _TIMM_MISSING_MARKERS = ("No pretrained weights exist", "No suitable checkpoints found", "is not a directory")
 
 
-class PretrainedWeightsNotFoundError(FileNotFoundError):
+class PretrainedWeightsNotFoundError(UserError, FileNotFoundError):
     """Pretrained files could not be found locally and could not be downloaded.
 
     Raised by every loader in this module, whatever library was underneath, with a message that names the id or
@@ -79,8 +81,8 @@ def _not_found(
     what: str, id_or_path: str | os.PathLike, subfolder: str | None, cause: BaseException | None
 ) -> PretrainedWeightsNotFoundError:
     """Build the one error type raised for missing pretrained files, with a message that says how to fix it."""
-    where = f"'{id_or_path}'" + (f" (subfolder '{subfolder}')" if subfolder else "")
-    library_said = f" The library said: {str(cause).strip().splitlines()[0]}" if cause and str(cause).strip() else ""
+    part = f" (subfolder '{subfolder}')" if subfolder else ""
+    library_said = f"\nThe library said: {str(cause).strip().splitlines()[0]}" if cause and str(cause).strip() else ""
     if looks_like_local_path(id_or_path):
         path = Path(os.path.expanduser(str(id_or_path)))
         target = path / subfolder if subfolder else path
@@ -91,15 +93,16 @@ def _not_found(
         else:
             reason = f"the local folder {target.resolve()} does not hold the files {what} needs"
         message = (
-            f"Could not load {what} from local path {where}: {reason}. Save the model there with "
+            f"{id_or_path}: cannot load {what}{part}: {reason}.\nTo provide it: save the model there with "
             "`save_pretrained`, or download it on a machine with network access, e.g. "
             f"`hf download <repo id> --local-dir DIR`, and pass DIR.{library_said}"
         )
     else:
         offline = " (HF_HUB_OFFLINE=1: the hub is not contacted)" if hub_offline() else ""
         message = (
-            f"Could not load {what} from {where}: its files are not in the local Hugging Face cache and could not be "
-            f"downloaded{offline}. {_download_hint(str(id_or_path))}{library_said}"
+            f"{id_or_path}: cannot load {what}{part}: there is no such local folder, and as a hub id its files "
+            f"are not in the local Hugging Face cache and could not be downloaded{offline}.\n"
+            f"To provide it: {_download_hint(str(id_or_path))}{library_said}"
         )
     error = PretrainedWeightsNotFoundError(message)
     error.__cause__ = cause

@@ -58,6 +58,7 @@ from interpedit.benchmarks.shapes_benchmark import decode_footprint, read_label_
 from interpedit.data.image_io import ImageLoadError, load_image
 from interpedit.data.segmented_folder import nearest_exact_indices, resize_image, shorter_side_size
 from interpedit.shapes.attributes import COLOURS, SHAPES, SIZES
+from interpedit.user_errors import OptionError
 
 OBJECT_MASK_KEYS: tuple[str, ...] = (
     "source_object_mask",
@@ -78,7 +79,7 @@ class EditBenchmarkDataset(Dataset):
 
     def __init__(self, samples: Sequence[EditSample], resolution: int | None = None) -> None:
         if resolution is not None and resolution < 1:
-            raise ValueError(f"EditBenchmarkDataset.resolution: must be positive or None, got {resolution}")
+            raise OptionError(f"EditBenchmarkDataset.resolution: must be positive or None, got {resolution}")
         self.samples = list(samples)
         self.resolution = resolution
 

@@ -34,6 +34,7 @@ from interpedit.benchmarks.edit_sample import (
     resolve_inside,
 )
 from interpedit.benchmarks.edit_types import EDIT_TYPE_NAMES, LEARNABLE_REGIONS_EDIT_TYPE_ID
+from interpedit.data.image_io import DataFileError
 from interpedit.masks.rle import pie_rle_to_mask
 
 MAPPING_FILE = "mapping_file.json"
@@ -159,6 +160,6 @@ def check_pie_rle(rle: list[Any], height: int, width: int, *, source: Path, wher
 def decode_mask(sample: EditSample) -> np.ndarray:
     """The region to edit of a sample with a mask, at the image's size. (H, W) bool."""
     if sample.mask_rle is None:
-        raise ValueError(f"{sample.benchmark_file}: entry {sample.image_id!r} has no mask")
+        raise DataFileError(sample.benchmark_file, f"entry {sample.image_id!r} has no mask")
     where = f"{sample.benchmark_file}: entry {sample.image_id!r}: 'mask'"
     return pie_rle_to_mask(sample.mask_rle, sample.height, sample.width, where=where)

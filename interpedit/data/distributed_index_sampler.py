@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
+from interpedit.user_errors import OptionError
 
 
 def current_replica(trainer: Any | None = None) -> tuple[int, int]:
@@ -69,9 +70,9 @@ class DistributedIndexSampler(DistributedSampler):
         block_size: int = 1,
     ) -> None:
         if block_size < 1:
-            raise ValueError(f"DistributedIndexSampler.block_size: must be at least 1, got {block_size}")
+            raise OptionError(f"DistributedIndexSampler.block_size: must be at least 1, got {block_size}")
         if num_indices < 0:
-            raise ValueError(f"DistributedIndexSampler.num_indices: must be >= 0, got {num_indices}")
+            raise OptionError(f"DistributedIndexSampler.num_indices: must be >= 0, got {num_indices}")
         super().__init__(
             range(num_indices), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
         )

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from interpedit.user_errors import UserError
+
 WHITE: tuple[int, int, int] = (255, 255, 255)
 """Default background that transparent pixels are composited over."""
 
@@ -41,7 +43,7 @@ _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _PIL_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, UnidentifiedImageError)
 
 
-class DataFileError(ValueError):
+class DataFileError(UserError, ValueError):
     """A dataset file that cannot be used: ``path`` names it, ``reason`` says why in words."""
 
     def __init__(self, path: str | Path, reason: str) -> None:

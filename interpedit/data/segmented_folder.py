@@ -48,6 +48,7 @@ from interpedit.data.image_io import WHITE, DataFileError, ImageInfo, ImageLoadE
 from interpedit.data.paired_views import PairedViews
 from interpedit.data.regions import boxes_from_masks, pad_regions, sample_regions_by_area
 from interpedit.masks.filtering import MaskFilter
+from interpedit.user_errors import OptionError
 
 logger = logging.getLogger(__name__)
 
@@ -144,11 +145,12 @@ def detect_mask_format(layout: FolderLayout) -> str:
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise ValueError(
-            f"{layout.root}: cannot tell the mask format: no {layout.coco_annotations}, no {layout.panoptic_json} "
-            f"and no JSON or PNG files under {layout.masks_dir}/"
+        raise DataFileError(
+            layout.root,
+            f"cannot tell the mask format: no {layout.coco_annotations}, no {layout.panoptic_json} "
+            f"and no JSON or PNG files under {layout.masks_dir}/",
         )
-    raise ValueError(f"{layout.root}: found masks of several formats ({', '.join(candidates)}); set mask_format")
+    raise DataFileError(layout.root, f"found masks of several formats ({', '.join(candidates)}); set mask_format")
 
 
 def _find_images(layout: FolderLayout) -> list[str]:
@@ -192,11 +194,11 @@ def index_segmented_folder(
         ValueError: the root or images folder is missing, or the mask format is unknown or undetectable.
     """
     if mask_format not in MASK_FORMATS:
-        raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
+        raise OptionError(f"mask_format: must be one of {MASK_FORMATS}, got {mask_format!r}")
     if not layout.root.is_dir():
-        raise ValueError(f"{layout.root}: dataset folder does not exist")
+        raise DataFileError(layout.root, f"dataset folder does not exist")
     if not layout.images.is_dir():
-        raise ValueError(f"{layout.root}: no {layout.images_dir}/ folder with the images")
+        raise DataFileError(layout.root, f"no {layout.images_dir}/ folder with the images")
     if mask_format == "auto":
         mask_format = detect_mask_format(layout)
     index = FolderIndex(layout, mask_format)
@@ -416,7 +418,7 @@ class SegmentedImageFolder(Dataset):
             )
         self.entries = index.images
         if not self.entries:
-            raise ValueError(f"{root}: no usable images ({index.found} found, {len(self.skipped)} skipped)")
+            raise DataFileError(root, f"no usable images ({index.found} found, {len(self.skipped)} skipped)")
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -480,7 +482,7 @@ class SegmentedImageFolder(Dataset):
                 if path not in self.skipped:
                     self.skipped[path] = f"{self.layout.relative(exc.path)}: {exc.reason}"
                     logger.warning("skipping %s at load time: %s", path, self.skipped[path])
-        raise ValueError(f"{self.layout.root}: no image of this dataset could be loaded")
+        raise DataFileError(self.layout.root, f"no image of this dataset could be loaded")
 
     def _sample(self, index: int, epoch: int) -> dict[str, torch.Tensor | str]:
         entry = self.entries[index]

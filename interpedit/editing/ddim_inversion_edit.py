@@ -15,6 +15,7 @@ import torch
 from interpedit.diffusion import ddim_invert, ddim_sample
 from interpedit.editing.editing_method import EditOutput
 from interpedit.editing.stable_diffusion_method import StableDiffusionMethod
+from interpedit.user_errors import OptionError
 
 
 class DDIMInversionEdit(StableDiffusionMethod):
@@ -33,7 +34,7 @@ class DDIMInversionEdit(StableDiffusionMethod):
                  torch_dtype: str | None = None) -> None:
         super().__init__(pipeline, torch_dtype)
         if num_inference_steps < 1:
-            raise ValueError(f"DDIMInversionEdit.num_inference_steps: must be >= 1, got {num_inference_steps}")
+            raise OptionError(f"DDIMInversionEdit.num_inference_steps: must be >= 1, got {num_inference_steps}")
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
 

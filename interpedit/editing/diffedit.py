@@ -39,6 +39,7 @@ from interpedit.diffusion import ddim_invert, ddim_sample
 from interpedit.diffusion.ddim import standard_normal_like
 from interpedit.editing.editing_method import EditOutput
 from interpedit.editing.stable_diffusion_method import StableDiffusionMethod
+from interpedit.user_errors import OptionError
 
 PAPER_INPAINT_STRENGTH = 0.5
 """The paper's encoding ratio r."""
@@ -110,11 +111,11 @@ class DiffEdit(StableDiffusionMethod):
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"DiffEdit.{name}: {value} is outside (0, 1]")
         if inpaint_strength is not None and not 0.0 < inpaint_strength <= 1.0:
-            raise ValueError(f"DiffEdit.inpaint_strength: {inpaint_strength} is outside (0, 1]")
+            raise OptionError(f"DiffEdit.inpaint_strength: {inpaint_strength} is outside (0, 1]")
         if num_maps_per_mask < 1 or num_inference_steps < 1:
             raise ValueError("DiffEdit.num_maps_per_mask and num_inference_steps must be >= 1")
         if mask_thresholding_ratio <= 0:
-            raise ValueError(f"DiffEdit.mask_thresholding_ratio: must be positive, got {mask_thresholding_ratio}")
+            raise OptionError(f"DiffEdit.mask_thresholding_ratio: must be positive, got {mask_thresholding_ratio}")
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
         self.mask_encode_strength = mask_encode_strength

@@ -31,6 +31,7 @@ from interpedit.guidance.guiders import (
     StepSchedule,
 )
 from interpedit.guidance.noise_rescaling import IdentityRescaler, RangeRescaler
+from interpedit.user_errors import OptionError
 
 PRESETS: dict[str, dict[str, Any]] = {
     "non_style": {"guided_steps": 30, "self_attention_scale": 3e5, "appearance_scale": 500.0, "feature_scale": 0.0,
@@ -77,13 +78,13 @@ class GuideAndRescaleEdit(StableDiffusionMethod):
                  torch_dtype: str | None = None) -> None:
         super().__init__(pipeline, torch_dtype)
         if preset not in PRESETS:
-            raise ValueError(f"GuideAndRescaleEdit.preset: {preset!r} is not one of {', '.join(PRESETS)}")
+            raise OptionError(f"GuideAndRescaleEdit.preset: {preset!r} is not one of {', '.join(PRESETS)}")
         if reference not in REFERENCES:
-            raise ValueError(f"GuideAndRescaleEdit.reference: {reference!r} is not one of {', '.join(REFERENCES)}")
+            raise OptionError(f"GuideAndRescaleEdit.reference: {reference!r} is not one of {', '.join(REFERENCES)}")
         if attention_prompt not in ("source", "target"):
-            raise ValueError(f"GuideAndRescaleEdit.attention_prompt: {attention_prompt!r} is not source or target")
+            raise OptionError(f"GuideAndRescaleEdit.attention_prompt: {attention_prompt!r} is not source or target")
         if num_inference_steps < 1:
-            raise ValueError(f"GuideAndRescaleEdit.num_inference_steps: must be >= 1, got {num_inference_steps}")
+            raise OptionError(f"GuideAndRescaleEdit.num_inference_steps: must be >= 1, got {num_inference_steps}")
         settings = dict(PRESETS[preset])
         for key, value in (("guided_steps", guided_steps), ("self_attention_scale", self_attention_scale),
                            ("appearance_scale", appearance_scale), ("feature_scale", feature_scale),

@@ -20,6 +20,7 @@ from interpedit.editing.editing_method import EditingMethod, EditOutput
 from interpedit.hspace.diffusion_model import HSpaceModel
 from interpedit.hspace.directions_file import SavedDirections
 from interpedit.hspace.trajectory import ddim_inversion, ddpm_inversion, regenerate
+from interpedit.user_errors import OptionError
 
 INVERSIONS = ("ddim", "ddpm")
 
@@ -43,10 +44,10 @@ class HSpaceEdit(EditingMethod):
                  inversion: str = "ddim", window: tuple[int, int] | None = None, seed: int = 0) -> None:
         super().__init__()
         if inversion not in INVERSIONS:
-            raise ValueError(f"HSpaceEdit.inversion: {inversion!r} is not one of {', '.join(INVERSIONS)}")
+            raise OptionError(f"HSpaceEdit.inversion: {inversion!r} is not one of {', '.join(INVERSIONS)}")
         self.saved = SavedDirections(directions)
         if self.saved.method != "supervised":
-            raise ValueError(f"HSpaceEdit.directions: {directions} holds {self.saved.method!r} directions; "
+            raise OptionError(f"HSpaceEdit.directions: {directions} holds {self.saved.method!r} directions; "
                              "it needs supervised ones")
         self.model = HSpaceModel(model, self.saved.description["place"])
         self.unet = self.model.unet  # registered, so that cost counting and devices see it

@@ -11,13 +11,14 @@ import torch
 from interpedit.editing.editing_method import EditingMethod, EditOutput
 from interpedit.learnable_regions.learnable_regions import LearnableRegions
 from interpedit.learnable_regions.released_layout import write_released_layout
+from interpedit.user_errors import MissingFileError, OptionError
 
 
 def load_anchor_net_state(path: str | Path) -> dict[str, torch.Tensor]:
     """AnchorNet weights from a ``train.py fit`` checkpoint of ``LearnableRegionsModule`` or a saved state dict."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"LearnableRegionsEdit.anchor_net: no file at {path}")
+        raise MissingFileError(f"LearnableRegionsEdit.anchor_net: no file at {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -25,7 +26,7 @@ def load_anchor_net_state(path: str | Path) -> dict[str, torch.Tensor]:
     loaded = torch.load(path, map_location="cpu", weights_only=False)
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"LearnableRegionsEdit.anchor_net: {path} holds no state dict")
+        raise OptionError(f"LearnableRegionsEdit.anchor_net: {path} holds no state dict")
     prefixes = ("method.anchor_net.", "anchor_net.")
     for prefix in prefixes:
         picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

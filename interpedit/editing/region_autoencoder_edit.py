@@ -32,6 +32,7 @@ from interpedit.region.token_edits import (
     resize_region,
     swap_regions,
 )
+from interpedit.user_errors import OptionError
 
 SUPPORTED_EDITS = ("move", "resize", "remove", "swap")
 """Shapes edit types the region autoencoder performs by token edits."""
@@ -132,9 +133,9 @@ class RegionAutoencoderEdit(EditingMethod):
     ) -> None:
         super().__init__()
         if steps < 1:
-            raise ValueError(f"RegionAutoencoderEdit.steps: must be at least 1, got {steps}")
+            raise OptionError(f"RegionAutoencoderEdit.steps: must be at least 1, got {steps}")
         if cfg_scale < 0:
-            raise ValueError(f"RegionAutoencoderEdit.cfg_scale: must be non-negative, got {cfg_scale}")
+            raise OptionError(f"RegionAutoencoderEdit.cfg_scale: must be non-negative, got {cfg_scale}")
         self.model = load_region_autoencoder(model) if isinstance(model, str) else model
         self.model.eval()
         self.steps, self.cfg_scale, self.seed, self.reconstruct = steps, cfg_scale, seed, reconstruct

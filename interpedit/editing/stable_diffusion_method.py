@@ -19,6 +19,7 @@ from interpedit.editing.editing_method import EditingMethod
 from interpedit.stable_diffusion.latents import decode_latents, encode_images
 from interpedit.stable_diffusion.sampling import text_unet_model
 from interpedit.stable_diffusion.text_conditioning import encode_prompts
+from interpedit.user_errors import OptionError
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -35,7 +36,7 @@ class StableDiffusionMethod(EditingMethod):
     def __init__(self, pipeline: str, torch_dtype: str | None = None) -> None:
         super().__init__()
         if torch_dtype is not None and torch_dtype not in TORCH_DTYPES:
-            raise ValueError(f"{type(self).__name__}.torch_dtype: {torch_dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
+            raise OptionError(f"{type(self).__name__}.torch_dtype: {torch_dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
         sd = load_stable_diffusion(pipeline, torch_dtype=TORCH_DTYPES.get(torch_dtype), inpainting=False)
         self.pipeline_source = str(pipeline)
         self.vae = sd.vae.eval().requires_grad_(False)

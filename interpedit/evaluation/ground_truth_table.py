@@ -27,6 +27,7 @@ from pathlib import Path
 
 from interpedit.evaluation.report import _atomic_write, _format, markdown_table
 from interpedit.shapes import EDIT_TYPE_IDS
+from interpedit.user_errors import MissingFileError, run_command
 
 COLUMNS: tuple[tuple[str, str, str | None], ...] = (
     ("reconstruction PSNR (dB)", "reconstruction/psnr", None),
@@ -56,7 +57,7 @@ def run_directory(path: str | os.PathLike[str]) -> Path:
         return path
     versions = sorted(path.glob("lightning_logs/version_*/per_image.csv"), key=lambda p: p.stat().st_mtime)
     if not versions:
-        raise FileNotFoundError(f"{path}: no per_image.csv here or in lightning_logs/version_*; did eval.py finish?")
+        raise MissingFileError(f"{path}: no per_image.csv here or in lightning_logs/version_*; did eval.py finish?")
     return versions[-1].parent
 
 
@@ -101,4 +102,4 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

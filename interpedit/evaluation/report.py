@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from interpedit.user_errors import MissingFileError
+
 ROW_KEYS = ("image_id", "edit_type_id", "edit_type")
 
 
@@ -131,7 +133,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> str:
     for run_dir in run_dirs:
         path = Path(run_dir) / "metrics.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no metrics.json; is {run_dir} the run directory of a finished eval.py?")
+            raise MissingFileError(f"{path}: no metrics.json; is {run_dir} the run directory of a finished eval.py?")
         summaries.append(json.loads(path.read_text()))
     reserved = {"method", "num_images", "unavailable", "config"}
     names = sorted({k for s in summaries for k in s if k not in reserved})

@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from interpedit.data.image_io import DataFileError
 from interpedit.hspace.supervised import project_away
+from interpedit.user_errors import MissingFileError
 
 DIRECTIONS_FILE = "directions.safetensors"
 DESCRIPTION_FILE = "directions.json"
@@ -54,13 +56,13 @@ class SavedDirections:
         folder = Path(folder)
         for name in (DIRECTIONS_FILE, DESCRIPTION_FILE):
             if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder}: no {name}; write directions with "
+                raise MissingFileError(f"{folder}: no {name}; write directions with "
                                         "`python eval.py --config configs/hspace/shapes_supervised.yaml` first")
         self.folder = folder
         self.description = json.loads((folder / DESCRIPTION_FILE).read_text())
         for key in ("method", "timesteps", "place"):
             if key not in self.description:
-                raise ValueError(f"{folder / DESCRIPTION_FILE}: the field {key!r} is missing")
+                raise DataFileError(folder / DESCRIPTION_FILE, f"the field {key!r} is missing")
         self.tensors = load_file(str(folder / DIRECTIONS_FILE))
 
     @property
@@ -71,16 +73,16 @@ class SavedDirections:
         try:
             return list(self.description["attributes"][attribute])
         except KeyError:
-            raise ValueError(f"{self.folder / DESCRIPTION_FILE}: no supervised attribute {attribute!r}; it has "
+            raise DataFileError(self.folder / DESCRIPTION_FILE, f"no supervised attribute {attribute!r}; it has "
                              f"{sorted(self.description.get('attributes', {}))}") from None
 
     def mean(self, attribute: str, value: str) -> Tensor:
         values = self.values(attribute)
         if value not in values:
-            raise ValueError(f"{self.folder}: {attribute} has no value {value!r}; it has {values}")
+            raise DataFileError(self.folder, f"{attribute} has no value {value!r}; it has {values}")
         index = values.index(value)
         if int(self.tensors[f"count.{attribute}"][index]) == 0:
-            raise ValueError(f"{self.folder}: no sample was labelled {attribute}={value!r}; generate more samples")
+            raise DataFileError(self.folder, f"no sample was labelled {attribute}={value!r}; generate more samples")
         return self.tensors[f"mean.{attribute}"][index]
 
     def difference(self, attribute: str, source: str, target: str, project: tuple[str, ...] = ()) -> Tensor:

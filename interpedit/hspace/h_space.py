@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from interpedit.diffusion.unet_hooks import find_module, module_hooks
+from interpedit.user_errors import OptionError
 
 H_SPACE_PLACES: dict[str, tuple[str, str]] = {
     "before": ("mid_block", "input"),
@@ -44,7 +45,7 @@ class HSpace:
 
     def __init__(self, unet: nn.Module, place: str = "after", encoder_hidden_states: Tensor | None = None) -> None:
         if place not in H_SPACE_PLACES:
-            raise ValueError(f"HSpace.place: {place!r} is not one of {', '.join(H_SPACE_PLACES)}")
+            raise OptionError(f"HSpace.place: {place!r} is not one of {', '.join(H_SPACE_PLACES)}")
         self.unet = unet
         self.place = place
         self.module_name, self.hook_place = H_SPACE_PLACES[place]

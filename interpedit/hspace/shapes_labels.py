@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from interpedit.shapes.attributes import COLOURS, POSITION_WORDS, SHAPES, SIZES
+from interpedit.user_errors import run_command
 
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {"colour": COLOURS, "shape": SHAPES, "size": SIZES,
                                                 "position": POSITION_WORDS}
@@ -101,4 +102,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -36,6 +36,7 @@ from interpedit.learnable_regions.rewards import EditReward
 from interpedit.learnable_regions.views import ViewAugmentation
 from interpedit.learnable_regions.vit_backbone import AnchorBackbone
 from interpedit.stable_diffusion.inpainting import inpaint_images
+from interpedit.user_errors import OptionError
 
 FINAL_SIZES = ("mode", "sample")
 RELEASED_PROMPT_TEMPLATE = "a high quality image of {}."
@@ -137,15 +138,15 @@ class LearnableRegions(nn.Module):
     ) -> None:
         super().__init__()
         if final_sizes not in FINAL_SIZES:
-            raise ValueError(f"LearnableRegions.final_sizes: {final_sizes!r} is not one of {', '.join(FINAL_SIZES)}")
+            raise OptionError(f"LearnableRegions.final_sizes: {final_sizes!r} is not one of {', '.join(FINAL_SIZES)}")
         if optimisation_steps < 0 or draws < 2 or num_anchors < 1 or inpainting_steps < 1:
             raise ValueError("LearnableRegions: optimisation_steps must be >= 0, draws >= 2, num_anchors and "
                              "inpainting_steps >= 1")
         if prompt_template is not None and "{}" not in prompt_template:
-            raise ValueError(f"LearnableRegions.prompt_template: {prompt_template!r} has no '{{}}' for the prompt")
+            raise OptionError(f"LearnableRegions.prompt_template: {prompt_template!r} has no '{{}}' for the prompt")
         dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
         if torch_dtype is not None and torch_dtype not in dtypes:
-            raise ValueError(f"LearnableRegions.torch_dtype: {torch_dtype!r} is not one of {', '.join(dtypes)}")
+            raise OptionError(f"LearnableRegions.torch_dtype: {torch_dtype!r} is not one of {', '.join(dtypes)}")
         sd = load_stable_diffusion(inpainting, torch_dtype=dtypes.get(torch_dtype), inpainting=True)
         self.sd = sd
         self.vae = sd.vae.eval().requires_grad_(False)  # registered so that they move with the module
@@ -160,7 +161,7 @@ class LearnableRegions(nn.Module):
         self.border = max(self.half_sizes) + 1 if border is None else border
         rows, cols = self.backbone.grid
         if num_anchors > rows * cols:
-            raise ValueError(f"LearnableRegions.num_anchors: {num_anchors} is more than the {rows}x{cols} grid's cells")
+            raise OptionError(f"LearnableRegions.num_anchors: {num_anchors} is more than the {rows}x{cols} grid's cells")
         self.num_anchors = num_anchors
         self.anchor_net = AnchorNet(self.backbone.width, len(self.half_sizes), feature_dim, roi_size)
         self.initial_state = copy.deepcopy(self.anchor_net.state_dict())

@@ -33,13 +33,14 @@ from interpedit.backbones.loading import (
 )
 from interpedit.diffusion.unet_lora import add_unet_lora, unet_lora_settings
 from interpedit.region.region_autoencoder import RegionAutoencoder
+from interpedit.user_errors import UserError
 
 CONFIG_NAME = "region_autoencoder.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
 
-class PretrainedFormatError(ValueError):
+class PretrainedFormatError(UserError, ValueError):
     """A region autoencoder folder whose JSON or weights do not describe a loadable model."""
 
     def __init__(self, path: Path, problem: str) -> None:

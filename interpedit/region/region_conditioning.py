@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from interpedit.user_errors import OptionError
 
 
 @dataclass
@@ -98,7 +99,7 @@ class RegionConditioning(nn.Module):
             sample's conditioning was dropped (useful to loss terms that depend on the regions).
         """
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"RegionConditioning.cfg_dropout: p must be in [0, 1], got {p}")
+            raise OptionError(f"RegionConditioning.cfg_dropout: p must be in [0, 1], got {p}")
         batch = tokens.shape[0]
         device = generator.device if generator is not None else tokens.device
         dropped = (torch.rand(batch, generator=generator, device=device) < p).to(tokens.device)

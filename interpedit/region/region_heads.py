@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+from interpedit.user_errors import OptionError
 
 
 def _head(token_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -29,7 +30,7 @@ class AttributeHeads(nn.Module):
             raise ValueError("AttributeHeads.class_counts: give at least one attribute")
         for name, count in class_counts.items():
             if count < 2:
-                raise ValueError(f"AttributeHeads.class_counts: {name!r} has {count} classes; a classifier needs 2+")
+                raise OptionError(f"AttributeHeads.class_counts: {name!r} has {count} classes; a classifier needs 2+")
         self.heads = nn.ModuleDict({name: _head(token_dim, hidden_dim, count) for name, count in class_counts.items()})
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ import math
 
 import torch
 from torch import nn
+from interpedit.user_errors import OptionError
 
 
 POSITION_DIM = 3
@@ -87,7 +88,7 @@ class RegionPositionEmbedding(nn.Module):
     def __init__(self, dim: int = 96, max_frequency: float = 32.0) -> None:
         super().__init__()
         if dim % (2 * POSITION_DIM):
-            raise ValueError(f"RegionPositionEmbedding.dim: {dim} is not a multiple of {2 * POSITION_DIM}")
+            raise OptionError(f"RegionPositionEmbedding.dim: {dim} is not a multiple of {2 * POSITION_DIM}")
         self.dim = dim
         self.max_frequency = max_frequency
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from interpedit.region.region_positions import POSITION_DIM
+from interpedit.user_errors import OptionError
 
 
 Slot = int | torch.Tensor
@@ -52,7 +53,7 @@ class RegionTokenSet:
                 f"and valid {batch_slots} do not share (B, K); expected (B, K, D), (B, K, {POSITION_DIM}), (B, K)"
             )
         if self.valid.dtype != torch.bool:
-            raise ValueError(f"RegionTokenSet.valid: expected bool, got {self.valid.dtype}")
+            raise OptionError(f"RegionTokenSet.valid: expected bool, got {self.valid.dtype}")
         if self.silhouettes is not None and (
             self.silhouettes.dim() != 4
             or tuple(self.silhouettes.shape[:2]) != batch_slots

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from interpedit.region.region_silhouettes import paint_silhouettes
+from interpedit.user_errors import OptionError
 
 LAYOUT_SHAPES = ("disc", "silhouette")
 """How a region covers the layout: a soft disc from its position, or its silhouette placed at its position."""
@@ -53,9 +54,9 @@ class TokenLayout(nn.Module):
     ) -> None:
         super().__init__()
         if channels < 1:
-            raise ValueError(f"TokenLayout.channels: must be positive, got {channels}")
+            raise OptionError(f"TokenLayout.channels: must be positive, got {channels}")
         if shape not in LAYOUT_SHAPES:
-            raise ValueError(f"TokenLayout.shape: {shape!r} is not one of {', '.join(LAYOUT_SHAPES)}")
+            raise OptionError(f"TokenLayout.shape: {shape!r} is not one of {', '.join(LAYOUT_SHAPES)}")
         if silhouette_size < 1 or silhouette_extent <= 0:
             raise ValueError(
                 f"TokenLayout: silhouette_size must be positive and silhouette_extent > 0, got {silhouette_size} "

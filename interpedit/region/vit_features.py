@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from interpedit.backbones import load_timm_vit
+from interpedit.user_errors import OptionError
 
 
 TrainableMode = Literal["frozen", "last_n", "lora", "full"]
@@ -86,9 +87,9 @@ class ViTFeatures(nn.Module):
                     f"ViTFeatures.model: {type(model).__name__} has no `{attribute}`; pass a timm VisionTransformer"
                 )
         if layer_merge not in LAYER_MERGES:
-            raise ValueError(f"ViTFeatures.layer_merge: {layer_merge!r} is not one of {', '.join(LAYER_MERGES)}")
+            raise OptionError(f"ViTFeatures.layer_merge: {layer_merge!r} is not one of {', '.join(LAYER_MERGES)}")
         if trainable not in TRAINABLE_MODES:
-            raise ValueError(f"ViTFeatures.trainable: {trainable!r} is not one of {', '.join(TRAINABLE_MODES)}")
+            raise OptionError(f"ViTFeatures.trainable: {trainable!r} is not one of {', '.join(TRAINABLE_MODES)}")
 
         self.layers = _absolute_layers(layers, len(model.blocks))
         self.layer_merge = layer_merge
@@ -176,7 +177,7 @@ class ViTFeatures(nn.Module):
             return native
         size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
         if len(size) != 2 or min(size) < 1:
-            raise ValueError(f"ViTFeatures.image_size: expected a side or (height, width), got {image_size!r}")
+            raise OptionError(f"ViTFeatures.image_size: expected a side or (height, width), got {image_size!r}")
         if size != native and not getattr(model, "dynamic_img_size", False):
             raise ValueError(
                 f"ViTFeatures.image_size: {size} differs from the ViT's fixed input size {native}; build the ViT with "
@@ -184,7 +185,7 @@ class ViTFeatures(nn.Module):
                 "{'dynamic_img_size': True}"
             )
         if size[0] % self.patch_size[0] or size[1] % self.patch_size[1]:
-            raise ValueError(f"ViTFeatures.image_size: {size} is not a multiple of the patch size {self.patch_size}")
+            raise OptionError(f"ViTFeatures.image_size: {size} is not a multiple of the patch size {self.patch_size}")
         return size
 
     def _set_trainable(
@@ -221,9 +222,9 @@ class ViTFeatures(nn.Module):
         paths = {"qkv": r"attn\.qkv", "proj": r"attn\.proj", "fc1": r"mlp\.fc1", "fc2": r"mlp\.fc2"}
         unknown = sorted(set(modules) - set(paths))
         if unknown or not modules:
-            raise ValueError(f"ViTFeatures.lora_modules: {unknown or 'none given'}; choose among {', '.join(paths)}")
+            raise OptionError(f"ViTFeatures.lora_modules: {unknown or 'none given'}; choose among {', '.join(paths)}")
         if rank < 1:
-            raise ValueError(f"ViTFeatures.lora_rank: must be at least 1, got {rank}")
+            raise OptionError(f"ViTFeatures.lora_rank: must be at least 1, got {rank}")
         block_ids = "|".join(str(index) for index in range(first_block, len(self.model.blocks)))
         # A regex, not suffixes: the suffix `proj` would also match the patch embedding's convolution.
         target = rf"blocks\.({block_ids})\.({'|'.join(paths[name] for name in modules)})"
@@ -240,8 +241,8 @@ def _absolute_layers(layers: Sequence[int], depth: int) -> tuple[int, ...]:
     absolute = []
     for layer in layers:
         if not -depth <= int(layer) < depth:
-            raise ValueError(f"ViTFeatures.layers: block {layer} does not exist in a ViT with {depth} blocks")
+            raise OptionError(f"ViTFeatures.layers: block {layer} does not exist in a ViT with {depth} blocks")
         absolute.append(int(layer) % depth)
     if len(set(absolute)) != len(absolute):
-        raise ValueError(f"ViTFeatures.layers: {list(layers)} names a block twice (blocks {absolute})")
+        raise OptionError(f"ViTFeatures.layers: {list(layers)} names a block twice (blocks {absolute})")
     return tuple(absolute)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from interpedit.data.image_io import DataFileError
 from interpedit.segmentation.sam_mask_generator import GeneratedMask
 
 
@@ -110,7 +111,7 @@ def read_mask_json(path: str | Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        raise DataFileError(path, f"not valid JSON ({error})") from error
     image = record.get("image") if isinstance(record, dict) else None
     if not isinstance(image, dict) or not all(key in image for key in ("file_name", "width", "height")):
         raise ValueError(f'{path}: missing "image" entry with file_name, width and height')

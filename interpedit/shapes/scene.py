@@ -26,6 +26,7 @@ from interpedit.shapes.attributes import (
     size_of_radius,
 )
 from interpedit.shapes.geometry import shape_contains
+from interpedit.user_errors import OptionError
 
 POSITION_QUANTUM = 2.0**-16
 """Object centres are multiples of this. Scaling by a power-of-two resolution is then exact in floating point,
@@ -64,11 +65,11 @@ class Background:
             )
         expected = 1 if self.kind == "solid" else 2
         if len(self.colours) != expected or any(len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in self.colours):
-            raise ValueError(f"background.colours: a {self.kind} background needs {expected} RGB colour(s) in 0..255")
+            raise OptionError(f"background.colours: a {self.kind} background needs {expected} RGB colour(s) in 0..255")
         if self.kind == "noise" and (
             len(self.noise) != NOISE_GRID + 1 or any(len(row) != NOISE_GRID + 1 for row in self.noise)
         ):
-            raise ValueError(f"background.noise: expected a {NOISE_GRID + 1}x{NOISE_GRID + 1} lattice")
+            raise OptionError(f"background.noise: expected a {NOISE_GRID + 1}x{NOISE_GRID + 1} lattice")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -110,15 +111,15 @@ class ShapeObject:
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
-            raise ValueError(f"object.shape: unknown shape {self.shape!r}; expected one of {', '.join(SHAPES)}")
+            raise OptionError(f"object.shape: unknown shape {self.shape!r}; expected one of {', '.join(SHAPES)}")
         if self.colour not in COLOURS:
-            raise ValueError(f"object.colour: unknown colour {self.colour!r}; expected one of {', '.join(COLOURS)}")
+            raise OptionError(f"object.colour: unknown colour {self.colour!r}; expected one of {', '.join(COLOURS)}")
         if not (math.isfinite(self.radius) and 0.0 < self.radius < 0.5):
-            raise ValueError(f"object.radius: {self.radius} is outside (0, 0.5)")
+            raise OptionError(f"object.radius: {self.radius} is outside (0, 0.5)")
         if len(self.position) != 2 or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in self.position):
-            raise ValueError(f"object.position: {self.position} is not an (x, y) pair in [0, 1]")
+            raise OptionError(f"object.position: {self.position} is not an (x, y) pair in [0, 1]")
         if not math.isfinite(self.rotation):
-            raise ValueError(f"object.rotation: {self.rotation} is not finite")
+            raise OptionError(f"object.rotation: {self.rotation} is not finite")
 
     @property
     def size(self) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from interpedit.user_errors import OptionError
 
 
 def encode_prompts(tokenizer: Any, text_encoder: torch.nn.Module, prompts: Sequence[str]) -> Tensor:
@@ -59,7 +60,7 @@ def shapes_text_encoder(clip: Any, num_layers: int | None = None) -> tuple[Any, 
     depth = int(config.num_hidden_layers)
     if num_layers is not None:
         if not 0 <= num_layers <= depth:
-            raise ValueError(f"shapes_text_encoder.num_layers: {num_layers} is outside [0, {depth}], the tower's depth")
+            raise OptionError(f"shapes_text_encoder.num_layers: {num_layers} is outside [0, {depth}], the tower's depth")
         config.num_hidden_layers = num_layers
     text_encoder = CLIPTextModel(config)
     # transformers < 5 nests the transformer as ``text_model``; v5 flattens it into the model itself.
