@@ -44,3 +44,37 @@ def test_columns_average_the_right_edit_types_and_skip_undefined_values(tmp_path
 def test_a_folder_without_results_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no per_image.csv"):
         run_directory(tmp_path)
+
+
+MOVE_ROW = {"image_id": "a", "edit_type_id": "10", "edit_type": "move", "gt/object_iou": 0.5,
+            "gt/centroid_error": 2.0, "gt/object_found": 1.0, "gt/psnr_unedited": 30.0, "gt/psnr_edited": 10.0,
+            "reconstruction/psnr": 26.0}
+
+
+def test_name_equals_run_labels_the_row(tmp_path):
+    write_run(tmp_path / "fresh", "RegionAutoencoderEdit", [MOVE_ROW])
+    write_run(tmp_path / "committed", "RegionAutoencoderEdit", [{**MOVE_ROW, "gt/object_iou": 0.9}])
+    table = main([f"this demo (3 steps)={tmp_path / 'fresh'}", f"committed={tmp_path / 'committed'}"])
+    labels = [row.split("|")[1].strip() for row in table.splitlines()[2:]]
+    assert labels == ["this demo (3 steps)", "committed", "target"]
+
+
+def test_demo_summary_names_every_file_with_headline_figures(tmp_path, capsys):
+    from interpedit.evaluation.demo_summary import main as summary_main
+
+    write_run(tmp_path / "eval" / "fresh", "RegionAutoencoderEdit", [MOVE_ROW])
+    (tmp_path / "grid.png").write_bytes(b"png")
+    (tmp_path / "table.md").write_text("| table |\n")
+    text = summary_main(["--table", str(tmp_path / "table.md"),
+                         "--entry", "fresh model", str(tmp_path / "eval" / "fresh"), str(tmp_path / "grid.png"),
+                         "--skipped", "shapes SD methods: not committed yet"])
+    lines = text.splitlines()
+    assert f"ground-truth table (every model below, one benchmark): {tmp_path / 'table.md'}" in lines
+    assert lines[lines.index("fresh model") + 1] == f"  edit grid: {tmp_path / 'grid.png'}"
+    figures = lines[lines.index("fresh model") + 3]
+    assert figures.startswith("  1 images: reconstruction 26.0000 dB (target >= 24) | move IoU 0.5000 (target >= 0.6)")
+    assert "untouched 30.0000 dB (target >= 24)" in figures
+    assert lines[-1] == "not run: shapes SD methods: not committed yet"
+    with pytest.raises(FileNotFoundError, match="no such edit grid"):
+        summary_main(["--table", str(tmp_path / "table.md"),
+                      "--entry", "fresh model", str(tmp_path / "eval" / "fresh"), str(tmp_path / "none.png")])

@@ -4,7 +4,7 @@ autoencoder is judged by as columns, and a row of targets.
     python -m interpedit.evaluation.ground_truth_table RUN [RUN ...] [--out table.md]
 
 ``RUN`` is an ``eval.py`` run directory (holding ``per_image.csv``) or its ``default_root_dir`` (the newest
-``lightning_logs/version_*`` inside is used). Columns, each a mean over the benchmark images where it is defined:
+``lightning_logs/version_*`` inside is used); ``NAME=RUN`` labels its row NAME instead of the method's class name. Columns, each a mean over the benchmark images where it is defined:
 
 - reconstruction PSNR: ``reconstruction/psnr`` over all images (methods that re-encode the source);
 - move IoU, move centroid error (pixels), move found: ``gt/object_iou``, ``gt/centroid_error``, ``gt/object_found``
@@ -79,19 +79,29 @@ def column_means(run_dir: Path) -> tuple[str, int, dict[str, float | None]]:
     return method, len(rows), means
 
 
+def labelled_run(argument: str | os.PathLike[str]) -> tuple[str | None, Path]:
+    """``"NAME=RUN"`` -> (NAME, RUN); a plain ``RUN`` -> (None, RUN)."""
+    text = os.fspath(argument)
+    name, separator, run = text.partition("=")
+    if separator and name and not os.path.exists(text):
+        return name, Path(run)
+    return None, Path(text)
+
+
 def ground_truth_table(run_dirs: Sequence[str | os.PathLike[str]]) -> str:
-    """The markdown table (see the module docstring)."""
+    """The markdown table (see the module docstring); each entry is a ``RUN`` or ``NAME=RUN``."""
     rows = []
-    for path in run_dirs:
+    for argument in run_dirs:
+        name, path = labelled_run(argument)
         method, count, means = column_means(run_directory(path))
-        rows.append([method, str(count), *[_format(means[h]) for h, _, _ in COLUMNS]])
+        rows.append([name or method, str(count), *[_format(means[h]) for h, _, _ in COLUMNS]])
     rows.append(["target", "", *[TARGETS.get(h, "") for h, _, _ in COLUMNS]])
     return markdown_table(["method", "images", *[h for h, _, _ in COLUMNS]], rows)
 
 
 def main(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="python -m interpedit.evaluation.ground_truth_table", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="eval.py run directories or default_root_dirs")
+    parser.add_argument("runs", nargs="+", help="eval.py run directories or default_root_dirs, each RUN or NAME=RUN")
     parser.add_argument("--out", default=None, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
     table = ground_truth_table(args.runs)
