@@ -158,6 +158,19 @@ def test_ground_truth_table_names_the_run_without_results(tmp_path, capsys):
     assert lines[0].startswith(f"error: {tmp_path}")
 
 
+def test_shapes_labels_rejects_an_empty_sample(capsys):
+    from interpedit.hspace.shapes_labels import main
+
+    assert _fails_with(main, ["--num-scenes", "0"], capsys) == ["error: --num-scenes: must be at least 1, got 0"]
+
+
+def test_demo_summary_names_the_missing_table(tmp_path, capsys):
+    from interpedit.evaluation.demo_summary import main
+
+    lines = _fails_with(main, ["--table", str(tmp_path / "none.md")], capsys)
+    assert lines == [f"error: {tmp_path / 'none.md'}: no such ground-truth table (--table)"]
+
+
 # ------------------------------------------------------------- the real entry points, as a user runs them
 def _run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if key != TRACEBACK_ENV}
@@ -234,7 +247,7 @@ def test_every_command_line_runs_through_the_wrapper():
         "train.py", "eval.py", "datamodules/check.py", "datamodules/shapes.py", "datamodules/sam_masks.py",
         "lightning_modules/region_autoencoder.py", "lightning_modules/autoencoder_kl.py",
         "lightning_modules/stable_diffusion.py", "interpedit/evaluation/ground_truth_table.py",
-        "interpedit/hspace/shapes_labels.py",
+        "interpedit/hspace/shapes_labels.py", "interpedit/evaluation/demo_summary.py",
     ]
     for path in entry_points:
         text = (REPO / path).read_text()

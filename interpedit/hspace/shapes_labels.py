@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from interpedit.shapes.attributes import COLOURS, POSITION_WORDS, SHAPES, SIZES
-from interpedit.user_errors import run_command
+from interpedit.user_errors import OptionError, run_command
 
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {"colour": COLOURS, "shape": SHAPES, "size": SIZES,
                                                 "position": POSITION_WORDS}
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-scenes", type=int, default=500)
     parser.add_argument("--seed", type=int, default=41)
     args = parser.parse_args(argv)
+    if args.num_scenes < 1:
+        raise OptionError(f"--num-scenes: must be at least 1, got {args.num_scenes}")
     accuracy = labeller_accuracy(args.num_scenes, args.seed)
     print(f"attribute labeller on {args.num_scenes} held-out single-object renders (64 px, seed {args.seed}):")
     for name, value in accuracy.items():
