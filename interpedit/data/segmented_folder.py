@@ -196,7 +196,7 @@ def index_segmented_folder(
     if mask_format not in MASK_FORMATS:
         raise OptionError(f"mask_format: must be one of {MASK_FORMATS}, got {mask_format!r}")
     if not layout.root.is_dir():
-        raise DataFileError(layout.root, f"dataset folder does not exist")
+        raise DataFileError(layout.root, "dataset folder does not exist")
     if not layout.images.is_dir():
         raise DataFileError(layout.root, f"no {layout.images_dir}/ folder with the images")
     if mask_format == "auto":
@@ -482,7 +482,7 @@ class SegmentedImageFolder(Dataset):
                 if path not in self.skipped:
                     self.skipped[path] = f"{self.layout.relative(exc.path)}: {exc.reason}"
                     logger.warning("skipping %s at load time: %s", path, self.skipped[path])
-        raise DataFileError(self.layout.root, f"no image of this dataset could be loaded")
+        raise DataFileError(self.layout.root, "no image of this dataset could be loaded")
 
     def _sample(self, index: int, epoch: int) -> dict[str, torch.Tensor | str]:
         entry = self.entries[index]
