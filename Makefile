@@ -24,8 +24,8 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install interpedit with its test dependencies
 
-# The demo: a region autoencoder trained briefly on the shapes world (500 steps: 14.5 min of training on 2 CPU
-# cores), then, on one freshly exported benchmark, the ground-truth metrics of that model, of the committed one and
+# The demo: a region autoencoder trained briefly on the shapes world (500 steps: about 26 min on 2 CPU cores;
+# 41 min for the whole demo on a fresh clone), then, on one freshly exported benchmark, the ground-truth metrics of that model, of the committed one and
 # of the identity and oracle references, with both models' edit grids and a closing summary. The shapes Stable
 # Diffusion methods join once their pipeline is committed (pretrained/shapes_stable_diffusion).
 DEMO ?= runs/demo
