@@ -217,7 +217,7 @@ def test_export_from_a_training_checkpoint_saves_the_ema_weights(tmp_path, monke
     raw = trained.model.state_dict()
     assert any(not torch.equal(raw[k], found[k]) for k in found)
 
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         export_main(["export", "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")])
 
 
