@@ -64,6 +64,14 @@ class FolderRunSummary:
         )
 
 
+def images_root(images_dir: str | Path) -> Path:
+    """``images_dir`` as a path; ``MissingFileError`` naming ``--images`` when it is not a folder."""
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise MissingFileError(f"--images: no such directory: {root}")
+    return root
+
+
 def list_images(images_dir: str | Path) -> list[str]:
     """Image files under ``images_dir`` (recursive, hidden entries ignored), as sorted ``/``-separated paths.
 
@@ -71,9 +79,7 @@ def list_images(images_dir: str | Path) -> list[str]:
         FileNotFoundError: the folder does not exist.
         ValueError: two images would write the same JSON (``a.jpg`` and ``a.png`` in one folder).
     """
-    root = Path(images_dir)
-    if not root.is_dir():
-        raise MissingFileError(f"--images: no such directory: {root}")
+    root = images_root(images_dir)
     found = sorted(
         path.relative_to(root).as_posix()
         for path in root.rglob("*")
@@ -212,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> FolderRunSummary:
     from interpedit.backbones import load_transformers_model
 
     args = build_parser().parse_args(argv)
-    list_images(args.images)  # a missing folder fails here, before SAM is loaded
+    images_root(args.images)  # a missing folder fails here, before SAM is loaded
     rank, world_size = rank_and_world_size()
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:

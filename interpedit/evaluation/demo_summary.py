@@ -21,9 +21,6 @@ from interpedit.evaluation.ground_truth_table import COLUMNS, TARGETS, column_me
 from interpedit.evaluation.report import _format
 from interpedit.user_errors import MissingFileError, run_command
 
-HEADLINE_UNITS = {"reconstruction PSNR (dB)": " dB", "remove-region PSNR (dB)": " dB", "untouched PSNR (dB)": " dB"}
-
-
 def headline(run: str | Path) -> str:
     """``reconstruction 27.3 dB (>= 24) | move IoU 0.84 (>= 0.6) | ...`` for one run; n/a where undefined."""
     _, count, means = column_means(run_directory(run))
@@ -33,7 +30,7 @@ def headline(run: str | Path) -> str:
             continue
         name = header.replace(" (dB)", "").replace(" PSNR", "")
         value = means[header]
-        shown = "n/a" if value is None else _format(value) + HEADLINE_UNITS.get(header, "")
+        shown = "n/a" if value is None else _format(value) + (" dB" if header.endswith("(dB)") else "")
         parts.append(f"{name} {shown} (target {TARGETS[header]})")
     return f"{count} images: " + " | ".join(parts)
 
