@@ -61,6 +61,8 @@ class TextToImageModule(LightningModule):
         warmup_steps: linear warm-up before the cosine decay.
         final_lr_fraction: the cosine decay ends at this fraction of the learning rate.
         min_snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023); None for SD's plain epsilon MSE.
+        snr_floor: with ``min_snr_gamma``, the lower clamp of the x0-space weight (``min_snr_weights(floor=...)``):
+            it raises the weight of the noisiest timesteps, where the layout of a sample is decided; None for none.
         ema_decay: decay of an EMA of the UNet used for validation and export; None turns it off.
         ema_warmup: EMA warm-up (see ``interpedit.diffusion.EMA``).
         seed: seed of the per-step noise, timesteps and dropout, so a resumed run draws what an unbroken one would.
@@ -79,6 +81,7 @@ class TextToImageModule(LightningModule):
         warmup_steps: int = 200,
         final_lr_fraction: float = 0.1,
         min_snr_gamma: float | None = 5.0,
+        snr_floor: float | None = None,
         ema_decay: float | None = 0.999,
         ema_warmup: int = 1,
         seed: int = 0,
@@ -89,6 +92,9 @@ class TextToImageModule(LightningModule):
         super().__init__()
         if not 0.0 <= caption_dropout <= 1.0:
             raise OptionError(f"{type(self).__name__}.caption_dropout: {caption_dropout} is outside [0, 1]")
+        if snr_floor is not None and (min_snr_gamma is None or not 0.0 < snr_floor < min_snr_gamma):
+            raise OptionError(f"{type(self).__name__}.snr_floor: {snr_floor} needs min_snr_gamma and must lie in "
+                              f"(0, min_snr_gamma={min_snr_gamma})")
         self.save_hyperparameters()
         frozen = load_stable_diffusion(components, components=("vae", "text_encoder", "tokenizer", "scheduler"))
         self.vae = frozen.vae.eval().requires_grad_(False)
@@ -151,7 +157,7 @@ class TextToImageModule(LightningModule):
         output = self.unet(self.model_input(noisy, extra), t, encoder_hidden_states=context).sample
         weights = None
         if self.hparams.min_snr_gamma is not None:
-            weights = min_snr_weights(self.schedule, t, self.hparams.min_snr_gamma)
+            weights = min_snr_weights(self.schedule, t, self.hparams.min_snr_gamma, floor=self.hparams.snr_floor)
         return diffusion_loss(output, training_target(self.schedule, latents, noise, t), weights)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

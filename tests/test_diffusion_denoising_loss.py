@@ -100,6 +100,8 @@ def test_min_snr_weights_by_hand():
     torch.testing.assert_close(min_snr_weights(schedule, t, 5.0, "epsilon"), (clamped / snr).float())
     torch.testing.assert_close(min_snr_weights(schedule, t, 5.0, "v_prediction"), (clamped / (snr + 1)).float())
     torch.testing.assert_close(min_snr_weights(schedule, t, 5.0, "sample"), clamped.float())
+    floored = torch.tensor([5.0, 1.0, 0.5], dtype=torch.float64)  # the SNR 1/9 of t=2 is raised to the floor 0.5
+    torch.testing.assert_close(min_snr_weights(schedule, t, 5.0, "epsilon", floor=0.5), (floored / snr).float())
 
 
 def test_bad_inputs_fail_with_clear_messages():
@@ -116,3 +118,5 @@ def test_bad_inputs_fail_with_clear_messages():
         diffusion_loss(output, target, reduction="sum")
     with pytest.raises(ValueError, match="gamma must be positive"):
         min_snr_weights(NoiseSchedule.from_scheduler(sd_ddim_scheduler()), torch.tensor([1]), gamma=0)
+    with pytest.raises(ValueError, match=r"floor must lie in \(0, gamma=5.0\); got 6"):
+        min_snr_weights(NoiseSchedule.from_scheduler(sd_ddim_scheduler()), torch.tensor([1]), gamma=5.0, floor=6)

@@ -45,16 +45,15 @@ def test_pca_directions_are_saved_with_their_description_and_swept(fixture, requ
     assert (out / "sweep.png").is_file()
 
 
-def test_supervised_directions_then_the_editing_method_through_eval_py(tiny_shapes_sd_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["eval.py"])
-    monkeypatch.chdir(REPO)
+def supervised_directions(tiny_shapes_sd_dir, tmp_path):
+    """Supervised directions of the tiny pipeline, with every colour's mean set by hand (index i: all i), so that
+    each edit has a direction whatever the tiny model drew."""
     out = tmp_path / "supervised"
     discover("configs/hspace/shapes_supervised.yaml", tiny_shapes_sd_dir, out, tmp_path)
     saved = SavedDirections(out)
     assert set(saved.description["attributes"]) == {"colour", "shape", "size", "position"}
     counts = saved.tensors["count.colour"]
     assert int(counts.sum()) <= 6
-    # Give every colour a mean by hand, so each edit has a direction whatever the tiny model drew.
     means = saved.tensors["mean.colour"]
     for index in range(len(means)):
         means[index] = torch.full_like(means[index], float(index))
@@ -62,20 +61,36 @@ def test_supervised_directions_then_the_editing_method_through_eval_py(tiny_shap
     from interpedit.hspace.directions_file import save_directions
 
     save_directions(out, saved.tensors, saved.description)
-    colours = saved.values("colour")
+    return out
+
+
+def recolour_bench(tmp_path, count=2):
     bench = tmp_path / "bench"
-    export_benchmark(bench, 2, seed=9, resolution=64, edits=("recolour",), config=SceneConfig(min_objects=1,
-                                                                                           max_objects=1))
+    export_benchmark(bench, count, seed=9, resolution=64, edits=("recolour",), config=SceneConfig(min_objects=1,
+                                                                                               max_objects=1))
     for entry in json.loads((bench / "mapping_file.json").read_text()).values():
         assert len(entry["blended_word"].split()) == 2
-    args = ["--config", str(REPO / "configs/eval/shapes/hspace_supervised.yaml"), "--data.init_args.root", str(bench),
+    return bench
+
+
+def evaluate_edit(config, tiny_shapes_sd_dir, directions, bench, logs, *extra):
+    args = ["--config", str(REPO / config), "--data.init_args.root", str(bench),
             "--model.init_args.method.init_args.model", str(tiny_shapes_sd_dir),
-            "--model.init_args.method.init_args.directions", str(out),
-            "--trainer.default_root_dir", str(tmp_path / "eval"), "--trainer.enable_progress_bar", "false",
-            "--trainer.accelerator", "cpu"]
+            "--model.init_args.method.init_args.directions", str(directions),
+            "--trainer.default_root_dir", str(logs), "--trainer.enable_progress_bar", "false",
+            "--trainer.accelerator", "cpu", *extra]
     eval_main(args)
-    (run_dir,) = glob.glob(str(tmp_path / "eval/lightning_logs/version_*"))
-    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    (run_dir,) = glob.glob(str(logs / "lightning_logs/version_*"))
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def test_supervised_directions_then_the_editing_method_through_eval_py(tiny_shapes_sd_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["eval.py"])
+    monkeypatch.chdir(REPO)
+    out = supervised_directions(tiny_shapes_sd_dir, tmp_path)
+    colours = SavedDirections(out).values("colour")
+    metrics = evaluate_edit("configs/eval/shapes/hspace_supervised.yaml", tiny_shapes_sd_dir, out,
+                            recolour_bench(tmp_path), tmp_path / "eval")
     assert metrics["cost/unet_forwards"] == 2 * 3  # per image: the inversion and the regeneration, 3 steps each
     from interpedit.editing import HSpaceEdit
 
@@ -86,12 +101,94 @@ def test_supervised_directions_then_the_editing_method_through_eval_py(tiny_shap
     torch.testing.assert_close(direction, torch.full_like(direction, 2.0))
 
 
+def test_projection_onto_a_span_per_step():
+    from interpedit.editing.hspace_jacobian_edit import project_onto_span
+
+    direction = torch.tensor([[3.0, 4.0, 0.0], [1.0, 1.0, 1.0]])  # (T=2, h=3)
+    vectors = torch.zeros(1, 2, 3)  # k=1: step 0 spans x, step 1 spans z
+    vectors[0, 0, 0] = 1.0
+    vectors[0, 1, 2] = 1.0
+    torch.testing.assert_close(project_onto_span(direction, vectors, keep_norm=False),
+                               torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    torch.testing.assert_close(project_onto_span(direction, vectors),
+                               torch.tensor([[5.0, 0.0, 0.0], [0.0, 0.0, 3.0**0.5]]))
+    orthogonal = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
+    assert bool((project_onto_span(orthogonal, vectors) == 0).all())  # nothing in the span stays nothing
+
+
+def test_masked_jacobian_edit_confines_the_direction_and_runs_through_eval_py(tiny_shapes_sd_dir, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["eval.py"])
+    monkeypatch.chdir(REPO)
+    from interpedit.editing import HSpaceJacobianEdit
+    from interpedit.hspace.jacobian import jacobian_directions
+
+    out = supervised_directions(tiny_shapes_sd_dir, tmp_path)
+    colours = SavedDirections(out).values("colour")
+    edit = HSpaceJacobianEdit(str(tiny_shapes_sd_dir), str(out), vectors=2, max_iterations=5,
+                              cache_dir=str(tmp_path / "direct-cache"))
+    model = edit.model
+    image = torch.rand(1, 3, 64, 64)
+    trajectory = edit.invert(model.encode(image))
+    plain = edit.sample_direction(f"{colours[0]} {colours[3]}", 0, trajectory.hs)
+    mask_image = torch.zeros(64, 64)
+    mask_image[8:40, 16:48] = 1.0
+    mask = edit.output_mask(mask_image, tuple(trajectory.x0.shape[1:]))
+    assert mask.shape == (1, *trajectory.x0.shape[1:]) and 0 < float(mask.mean()) < 1
+    confined = edit.confine(trajectory, plain, mask)
+    with torch.enable_grad():
+        found = jacobian_directions(model.hspace, model.schedule, trajectory, 2, mask, oversample=2, tol=1e-3,
+                                    max_iterations=5, seed=0, cache_dir=tmp_path / "direct-cache")
+    assert found.passes == 0  # the edit's own vectors, from the cache
+    basis = found.vectors.flatten(2)  # (k, T, dim)
+    for step in range(len(edit.timesteps)):
+        vector = confined[step].flatten()
+        in_span = basis[:, step].T @ (basis[:, step] @ vector)
+        torch.testing.assert_close(in_span, vector, atol=1e-4, rtol=1e-4)  # the offset lies in the Jacobian's span
+        torch.testing.assert_close(vector.norm(), plain[step].flatten().norm(), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(confined, plain)
+
+    metrics = evaluate_edit("configs/eval/shapes/hspace_supervised_masked_jacobian.yaml", tiny_shapes_sd_dir, out,
+                            recolour_bench(tmp_path), tmp_path / "eval",
+                            "--model.init_args.method.init_args.vectors", "2",
+                            "--model.init_args.method.init_args.max_iterations", "3",
+                            "--model.init_args.method.init_args.cache_dir", str(tmp_path / "cache"))
+    assert metrics["cost/unet_forwards"] > 2 * 3  # the Jacobian's passes come on top of inversion and regeneration
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # one entry per image (its own mask)
+
+
 def test_the_labeller_reads_renders_exactly():
     from interpedit.hspace.shapes_labels import labeller_accuracy
 
     accuracy = labeller_accuracy(40, seed=5)
     assert accuracy["colour"] == 1.0 and accuracy["size"] == 1.0 and accuracy["position"] >= 0.95
     assert accuracy["shape"] >= 0.9
+
+
+def test_objects_are_counted_and_multi_object_samples_get_no_labels():
+    from interpedit.hspace.shapes_labels import count_objects, shapes_attribute_labels
+    from interpedit.metrics.attribute_accuracy import palette_labels
+    from interpedit.shapes import Background, Scene, ShapeObject, render
+
+    background = Background("solid", ((120, 120, 125),))
+    red = ShapeObject("circle", "red", 0.12, (0.25, 0.25))
+    scenes = {
+        "one": (red,),
+        "two apart": (red, ShapeObject("square", "blue", 0.12, (0.75, 0.75))),
+        "two touching": (red, ShapeObject("square", "blue", 0.12, (0.45, 0.25))),  # overlapping, other colour
+        "two of one colour": (red, ShapeObject("star", "red", 0.12, (0.75, 0.7))),
+    }
+    images = torch.stack([torch.from_numpy(render(Scene(background, objects), 64).image).permute(2, 0, 1).float()
+                          / 255.0 for objects in scenes.values()])
+    assert count_objects(palette_labels(images)).tolist() == [1, 2, 2, 2]
+    labels = shapes_attribute_labels(images)
+    assert all(int(ids[0]) >= 0 and (ids[1:] == -1).all() for ids in labels.values())
+    unfiltered = shapes_attribute_labels(images, single_object=False)
+    assert (unfiltered["colour"] >= 0).all()
+    specks = torch.full((1, 8, 8), -1)
+    specks[0, 0, 0] = specks[0, 7, 7] = 3  # two stray pixels (not neighbours: no wrap-around) are no objects
+    assert count_objects(specks).tolist() == [0]
+    assert count_objects(specks, min_pixels=1).tolist() == [2]
 
 
 def test_bad_directions_folders_are_refused(tiny_shapes_sd_dir, tmp_path):

@@ -107,3 +107,61 @@ def test_word_attention_ratios_cover_every_cross_attention_layer(tiny_shapes_sd_
     assert set(ratios) == set(select_layers(sd.unet, "*attn2", "cross"))
     for values in ratios.values():
         assert set(values) == {"position", "colour"} and all(v > 0 for v in values.values())
+
+
+def test_changed_captions_change_one_word_of_the_kind_asked():
+    import numpy as np
+
+    from interpedit.stable_diffusion.word_loss_gap import WORD_KINDS, changed_captions
+
+    scenes = held_out_scenes(8, seed=3, min_objects=1, max_objects=1)
+    for kind in WORD_KINDS:
+        for scene, changed in zip(scenes, changed_captions(scenes, kind, np.random.default_rng(0))):
+            true_words, new_words = scene["caption"].split(), changed.split()
+            differing = [i for i, (a, b) in enumerate(zip(true_words, new_words)) if a != b]
+            assert changed != scene["caption"] and len(differing) >= 1
+            if kind != "position":  # a position phrase may have one word or two ("left", "top left")
+                assert len(true_words) == len(new_words) and len(differing) == 1
+
+
+def test_word_loss_gaps_are_one_for_a_unet_that_ignores_the_caption(tiny_shapes_sd_dir):
+    from interpedit.backbones.stable_diffusion import load_stable_diffusion
+    from interpedit.stable_diffusion.word_loss_gap import word_loss_gaps
+
+    sd = load_stable_diffusion(tiny_shapes_sd_dir, inpainting=False)
+    scenes = held_out_scenes(6, seed=4, min_objects=1, max_objects=1)
+    with_text = word_loss_gaps(sd, scenes, timesteps=(900,), batch_size=4)
+    assert set(with_text) == {900}
+    assert set(with_text[900]) == {"true", "colour", "shape", "size", "position", "empty"}
+    assert with_text[900]["colour"] != with_text[900]["true"]  # a random UNet still reads its text
+
+    unet = sd.unet
+
+    class Blind(torch.nn.Module):  # the same UNet, always given the empty caption's states
+        def __init__(self):
+            super().__init__()
+            self.inner = unet
+
+        def forward(self, sample, t, encoder_hidden_states):
+            from interpedit.stable_diffusion.text_conditioning import encode_prompts
+
+            states = encode_prompts(sd.tokenizer, sd.text_encoder, [""] * sample.shape[0])
+            return self.inner(sample, t, encoder_hidden_states=states)
+
+    sd.unet = Blind()
+    blind = word_loss_gaps(sd, scenes, timesteps=(900,), batch_size=4)
+    assert all(abs(loss / blind[900]["true"] - 1.0) < 1e-5 for loss in blind[900].values())
+
+
+def test_word_gap_command_prints_a_table_and_rejects_bad_timesteps(tiny_shapes_sd_dir, tmp_path, capsys):
+    from interpedit.user_errors import OptionError
+
+    out = tmp_path / "gaps.json"
+    sd_main(["word-gap", "--model", str(tiny_shapes_sd_dir), "--num-scenes", "4", "--timesteps", "900,500",
+             "--out", str(out)])
+    assert "position / true" in capsys.readouterr().out
+    assert set(json.loads(out.read_text())) == {"900", "500"}
+    with pytest.raises(OptionError, match="--timesteps"):
+        sd_main(["word-gap", "--model", str(tiny_shapes_sd_dir), "--timesteps", "900,1000"])
+    with pytest.raises(OptionError, match="--timesteps"):
+        sd_main(["word-gap", "--model", str(tiny_shapes_sd_dir), "--timesteps", "nine"])

@@ -109,6 +109,9 @@ def test_caption_dropout_uses_the_empty_prompt(tiny_shapes_sd_dir, monkeypatch):
 def test_bad_settings_are_refused(tiny_shapes_sd_dir, tmp_path):
     with pytest.raises(ValueError, match="caption_dropout: 1.5 is outside"):
         TextToImageModule(components=str(tiny_shapes_sd_dir), unet=json.loads(TINY_UNET), caption_dropout=1.5)
+    with pytest.raises(ValueError, match="snr_floor: 0.1 needs min_snr_gamma"):
+        TextToImageModule(components=str(tiny_shapes_sd_dir), unet=json.loads(TINY_UNET), min_snr_gamma=None,
+                          snr_floor=0.1)
     with pytest.raises(ValueError, match="an inpainting UNet; use InpaintingModule"):
         TextToImageModule(components=str(tiny_shapes_sd_dir),
                           unet={**json.loads(TINY_UNET), "in_channels": 9})

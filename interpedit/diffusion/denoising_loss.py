@@ -50,6 +50,7 @@ def min_snr_weights(
     t: Tensor,
     gamma: float = 5.0,
     prediction_type: PredictionType | None = None,
+    floor: float | None = None,
 ) -> Tensor:
     """Min-SNR-gamma loss weights (Hang et al., ICCV 2023, Sec. 3.4), for ``diffusion_loss(weights=...)``.
 
@@ -57,11 +58,17 @@ def min_snr_weights(
     becomes ``min(SNR, gamma) / SNR`` for ``epsilon``, ``min(SNR, gamma) / (SNR + 1)`` for ``v_prediction`` and
     ``min(SNR, gamma)`` for ``sample``.
 
+    With ``floor``, the x0-space weight is ``clamp(SNR, floor, gamma)``: at the noisiest timesteps, where the
+    epsilon loss weighs an error in the predicted image only by SNR (about 0.005 at SD's last step), the image error
+    keeps at least the weight ``floor``, as the truncated-SNR weighting ``max(SNR, 1)`` of Salimans & Ho (2022) does.
+    Those are the timesteps at which a sample's layout is decided.
+
     Args:
         schedule: the noise schedule.
         t: timesteps (B,).
         gamma: the SNR clamp; 5 in the paper.
         prediction_type: overrides ``schedule.prediction_type``.
+        floor: lower clamp of the x0-space weight (below ``gamma``); None for none (the paper's weighting).
 
     Returns:
         (B,) float32 weights on ``t``'s device.
@@ -69,8 +76,10 @@ def min_snr_weights(
     prediction_type = check_prediction_type(prediction_type or schedule.prediction_type)
     if gamma <= 0:
         raise ValueError(f"gamma must be positive; got {gamma}")
+    if floor is not None and not 0 < floor < gamma:
+        raise ValueError(f"floor must lie in (0, gamma={gamma}); got {floor}")
     snr = schedule.signal_to_noise_ratio(t)
-    clamped = snr.clamp(max=gamma)
+    clamped = snr.clamp(min=floor, max=gamma)
     if prediction_type == "epsilon":
         weights = clamped / snr
     elif prediction_type == "v_prediction":

@@ -5,6 +5,7 @@ from interpedit.editing.diffedit import DiffEdit
 from interpedit.editing.editing_method import EditingMethod, EditOutput
 from interpedit.editing.guide_and_rescale_edit import GuideAndRescaleEdit
 from interpedit.editing.hspace_edit import HSpaceEdit
+from interpedit.editing.hspace_jacobian_edit import HSpaceJacobianEdit
 from interpedit.editing.identity import IdentityEdit
 from interpedit.editing.learnable_regions_edit import LearnableRegionsEdit
 from interpedit.editing.oracle import OracleEdit
@@ -18,6 +19,7 @@ __all__ = [
     "EditingMethod",
     "GuideAndRescaleEdit",
     "HSpaceEdit",
+    "HSpaceJacobianEdit",
     "IdentityEdit",
     "LearnableRegionsEdit",
     "OracleEdit",

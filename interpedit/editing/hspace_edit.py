@@ -19,7 +19,7 @@ import torch
 from interpedit.editing.editing_method import EditingMethod, EditOutput
 from interpedit.hspace.diffusion_model import HSpaceModel
 from interpedit.hspace.directions_file import SavedDirections
-from interpedit.hspace.trajectory import ddim_inversion, ddpm_inversion, regenerate
+from interpedit.hspace.trajectory import HTrajectory, ddim_inversion, ddpm_inversion, regenerate
 from interpedit.user_errors import OptionError
 
 INVERSIONS = ("ddim", "ddpm")
@@ -71,36 +71,48 @@ class HSpaceEdit(EditingMethod):
                 return attribute, words[0], words[1]
         return None
 
+    def invert(self, x0: torch.Tensor) -> HTrajectory:
+        """The trajectory of the samples ``x0`` (DDIM or edit-friendly DDPM inversion), with h recorded."""
+        model = self.model
+        if self.inversion == "ddim":
+            return ddim_inversion(model.hspace, model.schedule, x0, self.timesteps)
+        return ddpm_inversion(model.hspace, model.schedule, x0, self.timesteps, eta=1.0,
+                              generator=torch.Generator().manual_seed(self.seed))
+
+    def sample_direction(self, words: str, b: int, like: torch.Tensor) -> torch.Tensor | None:
+        """The (T, *h) offset of sample ``b`` (scale and window applied), or None (with a warning) when ``words``
+        name no saved attribute change or a value no generated sample had."""
+        change = self.attribute_change(words)
+        if change is None:
+            warnings.warn(f"{type(self).__name__}: '{words}' names no saved attribute change; sample {b} is only "
+                          "reconstructed", UserWarning, stacklevel=3)
+            return None
+        attribute, source, target = change
+        project = tuple(a for a in self.project if a != attribute)
+        try:
+            direction = self.saved.difference(attribute, source, target, project).to(like)
+        except ValueError as error:  # a value no generated sample had
+            warnings.warn(f"{type(self).__name__}: {error}; sample {b} is only reconstructed", UserWarning,
+                          stacklevel=3)
+            return None
+        if self.window is not None:
+            first, last = self.window
+            keep = torch.zeros(len(self.timesteps), device=like.device)
+            keep[first : last + 1] = 1
+            direction = direction * keep.view(-1, *[1] * (direction.ndim - 1))
+        return self.scale * direction
+
     @torch.no_grad()
     def forward(self, batch: dict[str, Any]) -> EditOutput:
         images = batch["source_image"]
         model = self.model
         model.device = images.device
         x0 = model.encode(images)
-        if self.inversion == "ddim":
-            trajectory = ddim_inversion(model.hspace, model.schedule, x0, self.timesteps)
-        else:
-            trajectory = ddpm_inversion(model.hspace, model.schedule, x0, self.timesteps, eta=1.0,
-                                        generator=torch.Generator().manual_seed(self.seed))
+        trajectory = self.invert(x0)
         offsets = torch.zeros(len(self.timesteps), images.shape[0], *trajectory.hs.shape[2:], device=images.device)
         for b, words in enumerate(batch["blended_word"]):
-            change = self.attribute_change(words)
-            if change is None:
-                warnings.warn(f"HSpaceEdit: '{words}' names no saved attribute change; sample {b} is only "
-                              "reconstructed", UserWarning, stacklevel=2)
-                continue
-            attribute, source, target = change
-            project = tuple(a for a in self.project if a != attribute)
-            try:
-                direction = self.saved.difference(attribute, source, target, project).to(offsets)
-            except ValueError as error:  # a value no generated sample had
-                warnings.warn(f"HSpaceEdit: {error}; sample {b} is only reconstructed", UserWarning, stacklevel=2)
-                continue
-            if self.window is not None:
-                first, last = self.window
-                keep = torch.zeros(len(self.timesteps), device=offsets.device)
-                keep[first : last + 1] = 1
-                direction = direction * keep.view(-1, *[1] * (direction.ndim - 1))
-            offsets[:, b] = self.scale * direction
+            direction = self.sample_direction(words, b, offsets)
+            if direction is not None:
+                offsets[:, b] = direction
         edited = regenerate(model.hspace, model.schedule, trajectory, offsets[None])[0]
         return {"edited": model.decode(edited)}

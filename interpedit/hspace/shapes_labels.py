@@ -5,12 +5,17 @@ object's area and centroid). The shape is matched against templates: each of the
 object's equal-area radius at its centroid in 24 rotations (15 degree steps, ``interpedit.shapes.geometry``), and
 the shape whose best rotation overlaps the object's pixels most (IoU) wins. (The shapes CLIP zero-shot, scoring
 the five captions that differ only in the shape, was tried first: 0.202 on 500 held-out renders, i.e. chance.)
-Labels are -1 where no object colour is found.
+Labels are -1 where no object colour is found, and, with ``single_object`` (the default), also for every
+sample whose pixels hold more than one object: the unconditional branch of the shapes pipeline draws scenes of 1-4
+objects, and a scene's colour or position is only one attribute when it has one object. Objects are counted as
+4-connected components of same-colour palette pixels of at least ``MIN_OBJECT_PIXELS`` pixels
+(``count_objects``), so two touching objects of different colours count as two.
 """
 
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -23,6 +28,52 @@ ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {"colour": COLOURS, "shape": SHAP
 """The attributes a single-object scene has, and their values (ids index these)."""
 
 ROTATIONS = 24
+
+MIN_OBJECT_PIXELS = 6
+"""Smallest same-colour component counted as an object (64 px scenes: the smallest shapes cover about 50 pixels;
+a few stray pixels of a palette colour at an edge are not an object)."""
+
+
+def count_objects(palette: Tensor, min_pixels: int = MIN_OBJECT_PIXELS) -> Tensor:
+    """Objects per image: 4-connected components of equal palette labels with at least ``min_pixels`` pixels.
+
+    Args:
+        palette: (B, H, W) long palette labels, -1 for background (``palette_labels``).
+        min_pixels: smaller components are ignored.
+
+    Returns:
+        (B,) long counts.
+    """
+    batch, height, width = palette.shape
+    inside = palette >= 0
+    # Every object pixel starts with its own id; ids spread to 4-neighbours of the same colour until nothing moves,
+    # so each component ends up holding its largest id.
+    ids = torch.arange(1, height * width + 1, dtype=torch.long).view(1, height, width).expand(batch, -1, -1)
+    ids = torch.where(inside, ids, torch.zeros_like(ids))
+    for _ in range(height * width):
+        spread = ids.clone()
+        for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            shifted_ids = torch.roll(ids, shifts=(dy, dx), dims=(1, 2))
+            shifted_palette = torch.roll(palette, shifts=(dy, dx), dims=(1, 2))
+            valid = torch.ones_like(inside)  # roll wraps around: the wrapped row or column is no neighbour
+            if dy == 1:
+                valid[:, 0] = False
+            elif dy == -1:
+                valid[:, -1] = False
+            if dx == 1:
+                valid[:, :, 0] = False
+            elif dx == -1:
+                valid[:, :, -1] = False
+            same = valid & inside & (shifted_palette == palette)
+            spread = torch.where(same, torch.maximum(spread, shifted_ids), spread)
+        if torch.equal(spread, ids):
+            break
+        ids = spread
+    counts = torch.zeros(batch, dtype=torch.long)
+    for b in range(batch):
+        _, sizes = torch.unique(ids[b][inside[b]], return_counts=True)
+        counts[b] = int((sizes >= min_pixels).sum())
+    return counts
 
 
 def shape_by_template(mask: np.ndarray) -> int:
@@ -49,20 +100,27 @@ def shape_by_template(mask: np.ndarray) -> int:
     return best
 
 
-def shapes_attribute_labels(images: Tensor) -> dict[str, Tensor]:
-    """(B, 3, H, W) in [0, 1] -> ``{attribute: (B,) long id}`` for colour, shape, size and position."""
+def shapes_attribute_labels(images: Tensor, single_object: bool = True) -> dict[str, Tensor]:
+    """(B, 3, H, W) in [0, 1] -> ``{attribute: (B,) long id}`` for colour, shape, size and position.
+
+    With ``single_object``, every label of an image with more than one object (``count_objects``) is -1.
+    """
     from interpedit.metrics.attribute_accuracy import palette_labels
     from interpedit.stable_diffusion.quality import single_object_readout
 
     images = images.float().cpu()
     readout = single_object_readout(images)
-    found = readout["colour"] >= 0
-    position = torch.where(found, readout["row"] * 3 + readout["column"], torch.full_like(readout["row"], -1))
     palette = palette_labels(images)
+    found = readout["colour"] >= 0
+    if single_object:
+        found = found & (count_objects(palette) == 1)
+    position = torch.where(found, readout["row"] * 3 + readout["column"], torch.full_like(readout["row"], -1))
     shapes = torch.full_like(position, -1)
     for b in torch.nonzero(found).flatten().tolist():
         shapes[b] = shape_by_template((palette[b] == readout["colour"][b]).numpy())
-    return {"colour": readout["colour"], "shape": shapes, "size": readout["size"], "position": position}
+    missing = torch.full_like(position, -1)
+    return {"colour": torch.where(found, readout["colour"], missing), "shape": shapes,
+            "size": torch.where(found, readout["size"], missing), "position": position}
 
 
 def labeller_accuracy(count: int, seed: int, batch_size: int = 64,

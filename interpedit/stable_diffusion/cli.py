@@ -4,13 +4,17 @@
     export --ckpt CKPT --out DIR                                      a checkpoint -> a diffusers pipeline folder
     grid --model DIR --out PNG                                        samples through the pipeline's own __call__
     evaluate --model DIR --num-prompts N --seed S                     measured quality (a table and JSON)
+    word-gap --model DIR                                              which caption words the UNet uses
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from interpedit.user_errors import OptionError
 
 DEFAULT_CLIP = "pretrained/shapes_clip"
 
@@ -87,6 +91,12 @@ def main(argv: Sequence[str] | None = None, *, export: Callable[..., Path] | Non
     from interpedit.stable_diffusion.quality import add_evaluate_arguments, run_evaluate
 
     add_evaluate_arguments(sub.add_parser("evaluate", help="caption fidelity, inversion and inpainting against ground truth"))
+    gap = sub.add_parser("word-gap", help="the UNet's loss with each kind of caption word changed, per timestep")
+    gap.add_argument("--model", required=True, help="a text-to-image pipeline folder or hub id")
+    gap.add_argument("--num-scenes", type=int, default=48, help="held-out single-object scenes")
+    gap.add_argument("--seed", type=int, default=0, help="scene, noise and replacement-word seed")
+    gap.add_argument("--timesteps", default="980,900,800,650,500,300", help="comma-separated training timesteps")
+    gap.add_argument("--out", help="also write the losses as JSON here")
     args = parser.parse_args(argv)
     if args.command == "components":
         layers = None if args.text_layers == -1 else args.text_layers
@@ -100,5 +110,37 @@ def main(argv: Sequence[str] | None = None, *, export: Callable[..., Path] | Non
                                  samples_per_prompt=args.samples_per_prompt, seed=args.seed,
                                  guidance_scale=args.guidance_scale, steps=args.steps)
         print(f"wrote {path}")
+    elif args.command == "word-gap":
+        write_word_gaps(args.model, num_scenes=args.num_scenes, seed=args.seed,
+                        timesteps=_integers(args.timesteps, "--timesteps"), out=args.out)
     else:
         run_evaluate(args)
+
+
+def _integers(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise OptionError(f"{option}: {text!r} is not a comma-separated list of integers") from None
+
+
+def write_word_gaps(model: str, *, num_scenes: int, seed: int, timesteps: Sequence[int],
+                    out: str | None = None) -> dict[int, dict[str, float]]:
+    """Print (and optionally save as JSON) ``word_loss_gaps`` of a pipeline on held-out single-object scenes."""
+    from interpedit.backbones.stable_diffusion import load_stable_diffusion
+    from interpedit.stable_diffusion.quality import held_out_scenes
+    from interpedit.stable_diffusion.word_loss_gap import loss_gap_table, word_loss_gaps
+
+    if any(not 0 <= t < 1000 for t in timesteps) or not timesteps:
+        raise OptionError(f"--timesteps: {list(timesteps)} must be one or more training timesteps in [0, 1000)")
+    components = load_stable_diffusion(model, inpainting=False)
+    scenes = held_out_scenes(num_scenes, seed=seed, min_objects=1, max_objects=1, namespace=7)
+    results = word_loss_gaps(components, scenes, timesteps=timesteps, seed=seed)
+    print(f"{model}: denoising loss with one caption word changed, relative to the true caption "
+          f"({num_scenes} single-object scenes; above 1: the UNet uses that word)")
+    print(loss_gap_table(results))
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({str(t): losses for t, losses in results.items()}, indent=2) + "\n")
+        print(f"wrote {out}")
+    return results
