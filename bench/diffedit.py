@@ -26,10 +26,8 @@ bracketed by ``torch.cuda.synchronize()``. The figures of merit are (a)/(a') (ai
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +36,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from bench.common import (  # noqa: E402  (after the path set-up)
+    add_run_arguments,
+    device_note,
+    interleaved_rounds,
+    refuses_big_preset_on_cpu,
+    run_device,
+)
 
 TARGET_RATIO = 1.0
 """Paper mode should be no slower than diffusers' pipeline at the same number of UNet evaluations."""
@@ -114,28 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="num_inference_steps (default 50)")
     parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--num-maps", type=int, default=10, help="num_maps_per_mask (default 10)")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (1 is steadier on a shared machine)")
-    parser.add_argument("--force", action="store_true", help="run the sd15 preset without a GPU")
+    add_run_arguments(parser, iterations=5, big_preset="sd15")
     args = parser.parse_args(argv)
 
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    from interpedit.diffusion.unet_cost import count_unet_calls
     from interpedit.editing import DiffEdit
 
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    if args.pipeline == "sd15" and device.type != "cuda" and not args.force:
-        print("the sd15 preset needs a GPU (an edit takes minutes on a CPU); pass --force to run it anyway")
+    device = run_device(args)
+    if refuses_big_preset_on_cpu(args, device, args.pipeline == "sd15", "the sd15 preset (an edit takes minutes on a CPU)"):
         return 2
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -168,43 +160,26 @@ def main(argv: list[str] | None = None) -> int:
                 guidance=args.guidance_scale, inpaint_strength=compat.inpaint_strength, **common),
             "(c) ours, paper mode defaults": lambda: paper(batch),
         }
-        times: dict[str, list[float]] = {name: [] for name in rows}
-        forwards: dict[str, float] = {}
-        outputs: dict[str, dict] = {}
-        for iteration in range(args.warmup + args.iterations):
-            for name, edit in rows.items():
-                with count_unet_calls(paper.unet) as cost:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    outputs[name] = edit()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    elapsed = time.perf_counter() - start
-                forwards[name] = cost.forwards
-                if iteration >= args.warmup:
-                    times[name].append(elapsed)
+        rounds = interleaved_rounds(rows, paper.unet, device, warmup=args.warmup, iterations=args.iterations)
 
-    threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
     print("DiffEdit: one edit, ours against diffusers' StableDiffusionDiffEditPipeline on the same components")
-    print(f"  pipeline {description}, {side}x{side} px, {args.dtype}, device {device.type}{threads}")
+    print(f"  pipeline {description}, {side}x{side} px, {args.dtype}, {device_note(device)}")
     print(f"  {args.steps} steps, CFG {args.guidance_scale}, {args.num_maps} maps; paper r = {paper.inpaint_strength},"
           f" compat inpaint_strength = {compat.inpaint_strength}; {args.warmup} warm-up + {args.iterations} timed"
           " rounds, interleaved")
     print()
     print(f"{'edit':<40} {'median ms':>10} {'IQR ms':>8} {'UNet fwd':>9}")
-    for name, values in times.items():
-        quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
-        print(f"{name:<40} {1000 * statistics.median(values):>10.1f} {1000 * (quartiles[2] - quartiles[0]):>8.1f}"
-              f" {forwards[name]:>9.0f}")
-    names = list(times)
+    for name in rows:
+        print(f"{name:<40} {1000 * rounds.median(name):>10.1f} {1000 * rounds.iqr(name):>8.1f}"
+              f" {rounds.forwards(name):>9.0f}")
+    names = list(rows)
     for ours, theirs, aim in ((names[0], names[1], TARGET_RATIO), (names[2], names[3], None)):
-        ratio = statistics.median(times[ours]) / statistics.median(times[theirs])
-        per_round = statistics.median(a / b for a, b in zip(times[ours], times[theirs]))
+        ratio = rounds.time_ratio(ours, theirs)
         verdict = f"  (aim <= {aim:.2f}x: {'met' if ratio <= aim else 'not met'})" if aim else ""
-        print(f"ratio {ours.split()[0]}/{theirs.split()[0]} {ratio:.2f}x{verdict}; per-round median {per_round:.2f}x;"
-              f" UNet forwards {forwards[ours]:.0f} vs {forwards[theirs]:.0f}")
-    ours, theirs = outputs["(b) ours, diffusers_compat"], outputs["(b') diffusers, its defaults"]
+        print(f"ratio {ours.split()[0]}/{theirs.split()[0]} {ratio:.2f}x{verdict}; per-round median "
+              f"{rounds.per_round_ratio(ours, theirs):.2f}x; UNet forwards {rounds.forwards(ours):.0f} vs "
+              f"{rounds.forwards(theirs):.0f}")
+    ours, theirs = rounds.outputs["(b) ours, diffusers_compat"], rounds.outputs["(b') diffusers, its defaults"]
     mask = theirs["edit_region"][0].bool()
     factor = ours["edit_region"].shape[-1] // mask.shape[-1]
     same_mask = torch.equal(ours["edit_region"][0, ::factor, ::factor].cpu(), mask)

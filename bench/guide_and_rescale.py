@@ -22,10 +22,8 @@ reference's forwards for the non-style preset. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -33,6 +31,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from bench.common import (  # noqa: E402  (after the path set-up)
+    add_run_arguments,
+    device_note,
+    interleaved_rounds,
+    refuses_big_preset_on_cpu,
+    run_device,
+)
 
 TARGET_FORWARD_RATIO = 0.6
 SOURCE = "a large red circle at the center"
@@ -87,29 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="non_style", choices=["non_style", "style"])
     parser.add_argument("--resolution", type=int, default=None)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--iterations", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--force", action="store_true", help="run the sd15 preset without a GPU")
+    add_run_arguments(parser, iterations=2, big_preset="sd15")
     args = parser.parse_args(argv)
 
     from contextlib import contextmanager
 
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    from interpedit.diffusion.unet_cost import count_unet_calls
     from interpedit.editing import GuideAndRescaleEdit
 
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    if args.pipeline == "sd15" and device.type != "cuda" and not args.force:
-        print("the sd15 preset needs a GPU; pass --force to run it anyway")
+    device = run_device(args)
+    if refuses_big_preset_on_cpu(args, device, args.pipeline == "sd15", "the sd15 preset"):
         return 2
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -136,48 +128,30 @@ def main(argv: list[str] | None = None) -> int:
 
         def run_reference():
             with contextmanager(reference_schedule)(ours):
-                return ours(batch)
+                return ours(batch)["edited"]
 
-        rows = {"(a) ours": lambda: ours(batch), "(a') ours, reference from the inversion": lambda: from_inversion(batch),
-                "(a'') ours, target-prompt attention, from inversion": lambda: target_attention(batch),
+        rows = {"(a) ours": lambda: ours(batch)["edited"],
+                "(a') ours, reference from the inversion": lambda: from_inversion(batch)["edited"],
+                "(a'') ours, target-prompt attention, from inversion": lambda: target_attention(batch)["edited"],
                 "(b) reference schedule": run_reference}
-        times = {name: [] for name in rows}
-        costs, peaks, outputs = {}, {}, {}
-        for iteration in range(args.warmup + args.iterations):
-            for name, run in rows.items():
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                with count_unet_calls(ours.unet) as cost:
-                    start = time.perf_counter()
-                    outputs[name] = run()["edited"]
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    elapsed = time.perf_counter() - start
-                costs[name] = cost
-                if device.type == "cuda":
-                    peaks[name] = torch.cuda.max_memory_allocated() / 2**30
-                if iteration >= args.warmup:
-                    times[name].append(elapsed)
+        rounds = interleaved_rounds(rows, ours.unet, device, warmup=args.warmup, iterations=args.iterations)
 
-    threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
     print("Guide-and-Rescale: one edit, our pass schedule against the reference's four passes at every step")
-    print(f"  {description}, {side}x{side} px, preset {args.preset}, {args.steps} steps, device {device.type}{threads};"
+    print(f"  {description}, {side}x{side} px, preset {args.preset}, {args.steps} steps, {device_note(device)};"
           f" {args.warmup} warm-up + {args.iterations} timed rounds, interleaved")
     print()
     header = f"{'schedule':<52} {'median s':>9} {'fwd':>6} {'bwd':>5} {'calls':>6}"
-    print(header + ("  peak GiB" if peaks else ""))
-    for name, values in times.items():
-        cost = costs[name]
-        line = f"{name:<52} {statistics.median(values):>9.2f} {cost.forwards:>6} {cost.backwards:>5} {cost.calls:>6}"
-        print(line + (f"  {peaks[name]:8.2f}" if peaks else ""))
-    reference = costs["(b) reference schedule"]
+    print(header + ("  peak GiB" if rounds.peaks else ""))
+    for name in rows:
+        cost = rounds.costs[name]
+        line = f"{name:<52} {rounds.median(name):>9.2f} {cost.forwards:>6} {cost.backwards:>5} {cost.calls:>6}"
+        print(line + (f"  {rounds.peaks[name]:8.2f}" if rounds.peaks else ""))
+    reference = "(b) reference schedule"
     for name in [n for n in rows if n.startswith("(a")]:
-        ratio = costs[name].forwards / reference.forwards
+        ratio = rounds.forwards(name) / rounds.forwards(reference)
         verdict = f" (aim <= {TARGET_FORWARD_RATIO}x: {'met' if ratio <= TARGET_FORWARD_RATIO else 'not met'})"
-        difference = float((outputs[name] - outputs["(b) reference schedule"]).abs().mean())
-        print(f"{name}: forwards {ratio:.3f}x{verdict}, time "
-              f"{statistics.median(times[name]) / statistics.median(times['(b) reference schedule']):.3f}x, "
+        difference = float((rounds.outputs[name] - rounds.outputs[reference]).abs().mean())
+        print(f"{name}: forwards {ratio:.3f}x{verdict}, time {rounds.time_ratio(name, reference):.3f}x, "
               f"mean |edit difference| to (b) {difference:.2e}")
     return 0
 

@@ -21,10 +21,8 @@ UNet forwards (batch entries) are counted with ``count_unet_calls``. The figure 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -32,6 +30,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from bench.common import (  # noqa: E402  (after the path set-up)
+    add_run_arguments,
+    device_note,
+    interleaved_rounds,
+    refuses_big_preset_on_cpu,
+    run_device,
+)
 
 TARGET_FORWARD_RATIO = 0.25
 SHAPES_SETTINGS = dict(backbone_image_size=64, num_anchors=6, half_sizes=(1, 2, 3, 4, 5), border=1,
@@ -101,32 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", default=None, help="its shapes CLIP folder (anchors, losses and ranking)")
     parser.add_argument("--resolution", type=int, default=None, help="image side (default 64; sd2 512)")
     parser.add_argument("--batch-size", type=int, default=1, help="images edited together by (a)")
-    parser.add_argument("--iterations", type=int, default=2, help="timed rounds")
-    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--released-steps", type=int, default=50, help="inpainting steps of the released schedule")
     parser.add_argument("--released-iterations", type=int, default=10, help="per_image_iteration of the release")
     parser.add_argument("--released-anchors", type=int, default=9, help="point_number of the release")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--force", action="store_true", help="run the sd2 preset without a GPU")
+    add_run_arguments(parser, iterations=2, big_preset="sd2")
     args = parser.parse_args(argv)
 
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    from interpedit.diffusion.unet_cost import count_unet_calls
     from interpedit.learnable_regions.learnable_regions import LearnableRegions
     from tests.tiny_components import write_tiny_shapes_sd
 
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    if args.preset == "sd2" and device.type != "cuda" and not args.force:
-        print("the sd2 preset needs a GPU (an image takes hours on a CPU); pass --force to run it anyway")
+    device = run_device(args)
+    if refuses_big_preset_on_cpu(args, device, args.preset == "sd2" and not args.inpainting,
+                                 "the sd2 preset (an image takes hours on a CPU)"):
         return 2
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -153,25 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                 method, images, prompts, sources, args.released_iterations, args.released_anchors,
                 args.released_steps, 7.5)),
         }
-        times: dict[str, list[float]] = {name: [] for name in rows}
-        forwards: dict[str, float] = {}
-        for iteration in range(args.warmup + args.iterations):
-            for name, run in rows.items():
-                with count_unet_calls(method.unet) as cost:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    run()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    elapsed = time.perf_counter() - start
-                forwards[name] = cost.forwards / args.batch_size
-                if iteration >= args.warmup:
-                    times[name].append(elapsed / args.batch_size)
+        rounds = interleaved_rounds(rows, method.unet, device, warmup=args.warmup, iterations=args.iterations,
+                                    per=args.batch_size)
 
-    threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
     print("Learnable Regions: our schedule against the released one, per image, on the same components")
-    print(f"  {description}, {side}x{side} px, {args.dtype}, device {device.type}{threads}, batch {args.batch_size}")
+    print(f"  {description}, {side}x{side} px, {args.dtype}, {device_note(device)}, batch {args.batch_size}")
     s = SHAPES_SETTINGS
     print(f"  (a) {s['optimisation_steps']} steps x {s['num_anchors']} anchors x {s['draws']} draws + "
           f"{s['num_anchors']} final, {s['inpainting_steps']} inpainting steps, CFG {s['guidance_scale']}")
@@ -180,13 +159,12 @@ def main(argv: list[str] | None = None) -> int:
           "timed rounds, interleaved")
     print()
     print(f"{'schedule':<26} {'median s/image':>15} {'UNet fwd/image':>15}")
-    for name, values in times.items():
-        print(f"{name:<26} {statistics.median(values):>15.2f} {forwards[name]:>15.0f}")
-    ours, theirs = times["(a) ours"], times["(b) released schedule"]
-    ratio = forwards["(a) ours"] / forwards["(b) released schedule"]
+    for name in rows:
+        print(f"{name:<26} {rounds.median(name):>15.2f} {rounds.forwards(name):>15.0f}")
+    ratio = rounds.forwards("(a) ours") / rounds.forwards("(b) released schedule")
     verdict = "met" if ratio <= TARGET_FORWARD_RATIO else "not met"
     print(f"forwards (a)/(b) {ratio:.3f}x (aim <= {TARGET_FORWARD_RATIO}x: {verdict}); "
-          f"time (a)/(b) {statistics.median(ours) / statistics.median(theirs):.3f}x")
+          f"time (a)/(b) {rounds.time_ratio('(a) ours', '(b) released schedule'):.3f}x")
     return 0
 
 
