@@ -90,6 +90,10 @@ class Rounds:
         """UNet forwards (batch entries) of one call, divided by ``per``."""
         return self.costs[name].forwards / self.per
 
+    def backwards(self, name: str) -> float:
+        """UNet backwards (batch entries) of one call, divided by ``per``."""
+        return self.costs[name].backwards / self.per
+
     def time_ratio(self, first: str, second: str) -> float:
         return self.median(first) / self.median(second)
 

@@ -46,6 +46,7 @@ def run_eval(config, bench, out, overrides, stacked=()):
 
 
 @pytest.mark.parametrize("config", ["configs/eval/shapes/learnable_regions.yaml",
+                                    "configs/eval/shapes/learnable_regions_soft_mask.yaml",
                                     "configs/eval/shapes/learnable_regions_fixed_anchors.yaml"])
 def test_shapes_configs_run_through_eval_py(config, tiny_shapes_inpainting_dir, text_bench, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["eval.py"])
@@ -58,8 +59,11 @@ def test_shapes_configs_run_through_eval_py(config, tiny_shapes_inpainting_dir, 
         overrides["optimisation_steps"] = str(steps)
     metrics, _ = run_eval(config, text_bench, tmp_path / "out", overrides)
     assert metrics["gt/region_iou"] == metrics["gt/region_iou"] and metrics["gt/psnr_unedited"] > 0
-    # Per image: (steps x 2 anchors x 2 draws + 2 final candidates) x 2 sampler steps x 2 CFG branches.
-    assert metrics["cost/unet_forwards"] == (steps * 4 + 2) * 2 * 2
+    # Per image: (steps x 2 anchors x 2 draws + 2 final candidates) x 2 sampler steps x 2 CFG branches; the soft
+    # mask inpaints each anchor once per step and backpropagates through the last sampler step.
+    soft = "soft_mask" in config
+    assert metrics["cost/unet_forwards"] == (steps * (2 if soft else 4) + 2) * 2 * 2
+    assert metrics["cost/unet_backwards"] == (steps * 2 * 1 * 2 if soft else 0)
     folders = sorted((tmp_path / "released").iterdir())
     assert len(folders) == 3 and all((f / "results/final_output.png").is_file() for f in folders)
     assert len(list((folders[0] / "results").glob("*anchor*.png"))) == 2

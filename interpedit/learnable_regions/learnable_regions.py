@@ -6,9 +6,13 @@ For a batch of images, with their edit prompts (``target_prompt``) and source pr
    highest cells away from the border (``anchor_points``);
 2. around each anchor, boxes of every half-size are candidates; their ROI features go to a fresh AnchorNet per
    image, which outputs a categorical over the sizes (``anchor_boxes``, ``roi_features``, ``AnchorNet``);
-3. **optimisation**, ``optimisation_steps`` times: draw ``draws`` sizes per anchor, inpaint every drawn box with the
-   SD-inpainting components in one batched call, score each candidate with the CLIP, directional and structure
-   losses (``EditReward``), and step AnchorNet along the leave-one-out REINFORCE gradient (``reinforce_loss``);
+3. **optimisation**, ``optimisation_steps`` times, with one of two gradients (``gradient``):
+   - ``reinforce``: draw ``draws`` sizes per anchor, inpaint every drawn box with the SD-inpainting components in
+     one batched call, score each candidate with the CLIP, directional and structure losses (``EditReward``), and
+     step AnchorNet along the leave-one-out REINFORCE gradient (``reinforce_loss``);
+   - ``soft_mask``: inpaint each anchor once under its expected box (the soft mask of ``soft_mask.py``), with the
+     last ``backprop_steps`` sampler steps tracked, and step AnchorNet along the gradient of the differentiable
+     reward of the soft composite;
 4. **the edit**: each anchor's most likely size is inpainted once more, and the paper's Eq. 7 ranking picks one
    candidate per image (``rank_candidates``); its box is the edit region.
 
@@ -33,12 +37,14 @@ from interpedit.learnable_regions.boxes import anchor_boxes, box_masks, roi_feat
 from interpedit.learnable_regions.policy_gradient import draw_sizes, reinforce_loss
 from interpedit.learnable_regions.ranking import rank_candidates
 from interpedit.learnable_regions.rewards import EditReward
+from interpedit.learnable_regions.soft_mask import expected_mask, soft_mask_inpaint
 from interpedit.learnable_regions.views import ViewAugmentation
 from interpedit.learnable_regions.vit_backbone import AnchorBackbone
 from interpedit.stable_diffusion.inpainting import inpaint_images
 from interpedit.user_errors import OptionError
 
 FINAL_SIZES = ("mode", "sample")
+GRADIENTS = ("reinforce", "soft_mask")
 RELEASED_PROMPT_TEMPLATE = "a high quality image of {}."
 """The released code's inpainting and CLIP prompt; the shapes world's closed vocabulary takes the prompt as is."""
 
@@ -93,7 +99,11 @@ class LearnableRegions(nn.Module):
         border: cells kept clear of the edges when choosing anchors (None: the largest half-size + 1, as released).
         feature_dim, roi_size: AnchorNet's projected width (12) and ROI side (8).
         optimisation_steps: AnchorNet updates per image (0: no learning).
-        draws: sizes drawn per anchor and step (>= 2, for the leave-one-out baseline).
+        gradient: ``reinforce`` (the score-function estimator over drawn sizes) or ``soft_mask`` (backpropagation
+            through the expected box and the last inpainting steps).
+        draws: sizes drawn per anchor and step with ``reinforce`` (>= 2, for the leave-one-out baseline).
+        backprop_steps: with ``soft_mask``, the last inpainting steps the gradient flows through (0: the
+            composite alone).
         learning_rate, weight_decay, betas: AnchorNet's Adam (released: 5e-3, 4.5e-2, (0.9, 0.96)).
         final_sizes: ``mode``, each anchor's most likely size, or ``sample``, one draw (the released behaviour).
         inpainting_steps, guidance_scale: the inpainting sampler.
@@ -117,7 +127,9 @@ class LearnableRegions(nn.Module):
         feature_dim: int = 12,
         roi_size: int = 8,
         optimisation_steps: int = 4,
+        gradient: str = "reinforce",
         draws: int = 2,
+        backprop_steps: int = 1,
         learning_rate: float = 5e-3,
         weight_decay: float = 4.5e-2,
         betas: tuple[float, float] = (0.9, 0.96),
@@ -139,9 +151,14 @@ class LearnableRegions(nn.Module):
         super().__init__()
         if final_sizes not in FINAL_SIZES:
             raise OptionError(f"LearnableRegions.final_sizes: {final_sizes!r} is not one of {', '.join(FINAL_SIZES)}")
-        if optimisation_steps < 0 or draws < 2 or num_anchors < 1 or inpainting_steps < 1:
-            raise ValueError("LearnableRegions: optimisation_steps must be >= 0, draws >= 2, num_anchors and "
-                             "inpainting_steps >= 1")
+        if gradient not in GRADIENTS:
+            raise OptionError(f"LearnableRegions.gradient: {gradient!r} is not one of {', '.join(GRADIENTS)}")
+        if optimisation_steps < 0 or (gradient == "reinforce" and draws < 2) or num_anchors < 1 or inpainting_steps < 1:
+            raise ValueError("LearnableRegions: optimisation_steps must be >= 0, draws >= 2 (with reinforce), "
+                             "num_anchors and inpainting_steps >= 1")
+        if not 0 <= backprop_steps <= inpainting_steps:
+            raise OptionError(f"LearnableRegions.backprop_steps: {backprop_steps} is not in [0, inpainting_steps = "
+                              f"{inpainting_steps}]")
         if prompt_template is not None and "{}" not in prompt_template:
             raise OptionError(f"LearnableRegions.prompt_template: {prompt_template!r} has no '{{}}' for the prompt")
         dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -166,7 +183,9 @@ class LearnableRegions(nn.Module):
         self.anchor_net = AnchorNet(self.backbone.width, len(self.half_sizes), feature_dim, roi_size)
         self.initial_state = copy.deepcopy(self.anchor_net.state_dict())
         self.optimisation_steps = optimisation_steps
+        self.gradient = gradient
         self.draws = draws
+        self.backprop_steps = backprop_steps
         self.learning_rate, self.weight_decay, self.betas = learning_rate, weight_decay, tuple(betas)
         self.final_sizes = final_sizes
         self.inpainting_steps = inpainting_steps
@@ -213,8 +232,56 @@ class LearnableRegions(nn.Module):
         return self.reward(candidates, images, edit_text, source_text, generator)
 
     # ------------------------------------------------------------------ the method
+    def soft_rewards(self, images: Tensor, candidates: Tensor, edit_text: Tensor, source_text: Tensor,
+                     generator: torch.Generator) -> dict[str, Tensor]:
+        """``rewards`` with the gradient of the candidates kept (the soft-mask estimator's)."""
+        return self.reward.losses(candidates, images, edit_text, source_text, generator, differentiable=True)
+
     def policy_step(self, images: Tensor, proposals: Proposals, prompts: Sequence[str], edit_text: Tensor,
                     source_text: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
+        """One gradient estimate for AnchorNet, by ``gradient``: ``reinforce_step`` or ``soft_mask_step``."""
+        step = self.reinforce_step if self.gradient == "reinforce" else self.soft_mask_step
+        return step(images, proposals, prompts, edit_text, source_text, generator)
+
+    def soft_mask_step(self, images: Tensor, proposals: Proposals, prompts: Sequence[str], edit_text: Tensor,
+                       source_text: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
+        """One pathwise estimate: inpaint each anchor once under its expected box, backpropagate the reward.
+
+        Returns:
+            ``(loss with grad for AnchorNet, statistics)`` as ``reinforce_step``'s, with one candidate per anchor:
+            ``candidates`` (B, P, 3, H, W) are the soft composites, ``boxes`` (B, P, 4) each anchor's most likely
+            box, ``rewards`` (B, P).
+        """
+        batch, anchors, sizes = proposals.boxes.shape[:3]
+        size = tuple(images.shape[-2:])
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        with torch.enable_grad():
+            logits = self.size_logits(proposals)  # (B * P, S)
+            probabilities = logits.softmax(-1)
+            masks = box_masks(proposals.boxes, proposals.grid, size).reshape(batch * anchors, sizes, *size)
+            soft = expected_mask(probabilities, masks.to(probabilities.device))  # (B * P, H, W)
+            repeated = images[:, None].expand(batch, anchors, *images.shape[1:]).flatten(0, 1)
+            texts = [self.prompt(prompt) for prompt in prompts for _ in range(anchors)]
+            candidates = soft_mask_inpaint(self.sd, repeated, soft, texts, steps=self.inpainting_steps,
+                                           guidance_scale=self.guidance_scale, seed=seed,
+                                           backprop_steps=self.backprop_steps)
+            candidates = candidates.to(images.device).reshape(batch, anchors, *images.shape[1:])
+            scored = self.soft_rewards(images, candidates, edit_text, source_text, generator)
+            loss = -scored["reward"].mean()
+        with torch.no_grad():
+            probabilities = probabilities.detach()
+            entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum(-1).mean()
+            likely = probabilities.argmax(-1)[:, None, None].expand(-1, 1, 4)
+            boxes = proposals.boxes.reshape(batch * anchors, sizes, 4).gather(1, likely).reshape(batch, anchors, 4)
+        scored = {name: value.detach() for name, value in scored.items()}
+        stats: dict[str, Any] = {"reward": float(scored["reward"].mean()), "entropy": float(entropy)}
+        stats.update({name: float(scored[name].mean()) for name in ("clip", "directional", "structure")})
+        stats.update(candidates=candidates.detach(), boxes=boxes, rewards=scored["reward"],
+                     grid=proposals.grid)
+        return loss, stats
+
+    def reinforce_step(self, images: Tensor, proposals: Proposals, prompts: Sequence[str], edit_text: Tensor,
+                       source_text: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
         """One REINFORCE estimate: draw ``draws`` sizes per anchor, inpaint them all in one call, score them.
 
         Returns:

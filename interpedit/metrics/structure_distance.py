@@ -109,7 +109,7 @@ class StructureDistance(PerImageAverage):
             vit = load_timm_vit(vit, dynamic_img_size=True).eval().requires_grad_(False)
         if not isinstance(vit, nn.Module):
             raise TypeError(f"StructureDistance: vit must be an nn.Module or a name/path, got {type(vit).__name__}")
-        # A ViT passed in may be trained elsewhere: its mode and requires_grad are left alone (see _keys).
+        # A ViT passed in may be trained elsewhere: its mode and requires_grad are left alone (see keys).
         self.vit = vit
         self.model_input_size = _model_input_size(vit)
         self.dynamic_img_size = bool(getattr(vit, "dynamic_img_size", False))
@@ -154,7 +154,8 @@ class StructureDistance(PerImageAverage):
         std = torch.tensor(self.std, device=images.device, dtype=images.dtype)[:, None, None]
         return (images - mean) / std
 
-    def _keys(self, images: Tensor) -> Tensor:
+    def keys(self, images: Tensor) -> Tensor:
+        """The ViT's keys of (B, 3, H, W) images in [0, 1]: (B, T, D) float32, with the gradient where enabled."""
         parameter = next(self.vit.parameters(), None)
         pixel_values = self.preprocess(images)
         if parameter is not None:
@@ -171,7 +172,7 @@ class StructureDistance(PerImageAverage):
         check_same_shape(where, ("source", "edited"), source, edited)
         with float32_arithmetic(source.device):
             # Two passes of the same batch shape: identical images give bit-identical keys, hence exactly 0.
-            return self_similarity_distance(self._keys(source), self._keys(edited.to(source.device)))
+            return self_similarity_distance(self.keys(source), self.keys(edited.to(source.device)))
 
     def update(self, source: Tensor, edited: Tensor) -> None:
         """Add a batch: ``source`` and ``edited`` are (B, 3, H, W) in [0, 1]."""
