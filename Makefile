@@ -26,14 +26,23 @@ install: $(VENV)/.installed  ## create .venv and install interpedit with its tes
 
 # The demo: a region autoencoder trained briefly on the shapes world (500 steps: about 26 min on 2 CPU cores;
 # 41 min for the whole demo on a fresh clone), then, on one freshly exported benchmark, the ground-truth metrics of that model, of the committed one and
-# of the identity and oracle references, with both models' edit grids and a closing summary. The shapes Stable
-# Diffusion methods join once their pipeline is committed (pretrained/shapes_stable_diffusion).
+# of the identity and oracle references, with both models' edit grids and a closing summary. Once the shapes Stable
+# Diffusion pipeline is committed, DiffEdit, DDIM inversion and Guide-and-Rescale (and Learnable Regions, with the
+# inpainting pipeline) are measured too, on a 64 px recolour/reshape benchmark of their own, in a second table.
 DEMO ?= runs/demo
 DEMO_STEPS ?= 500
 DEMO_SCENES ?= 96
 DEMO_EDITS := move,resize,remove,swap
 COMMITTED_RAE ?= pretrained/shapes_region_autoencoder
 COMMITTED_SD ?= pretrained/shapes_stable_diffusion
+COMMITTED_SD_INPAINTING ?= pretrained/shapes_stable_diffusion_inpainting
+# The text-driven methods run on a 64 px recolour/reshape benchmark of their own, once the committed shapes pipeline
+# is there (Learnable Regions once the inpainting one is too).
+SD_READY := $(wildcard $(COMMITTED_SD)/model_index.json)
+INPAINTING_READY := $(wildcard $(COMMITTED_SD_INPAINTING)/model_index.json)
+DEMO_TEXT_SCENES ?= 48
+DEMO_SD_METHODS := diffedit ddim_inversion guide_and_rescale $(if $(INPAINTING_READY),learnable_regions)
+DEMO_TEXT_RUNS := $(DEMO_SD_METHODS) identity oracle
 
 demo: install  ## train the region autoencoder briefly; compare it with the committed models on a fresh benchmark
 	rm -rf $(DEMO)  # a fresh run each time: an old last.ckpt must not be the one exported
@@ -60,15 +69,29 @@ demo: install  ## train the region autoencoder briefly; compare it with the comm
 		"region autoencoder, this demo ($(DEMO_STEPS) steps)=$(DEMO)/eval/region_autoencoder" \
 		"region autoencoder, committed=$(DEMO)/eval/committed_region_autoencoder" \
 		identity=$(DEMO)/eval/identity oracle=$(DEMO)/eval/oracle --out $(DEMO)/ground_truth.md
+ifneq ($(SD_READY),)
+	$(BIN)/python -m datamodules.shapes export --out $(DEMO)/text_bench --num-scenes $(DEMO_TEXT_SCENES) --seed 2026 \
+		--resolution 64 --edits recolour,reshape --backgrounds solid,gradient
+	for method in $(DEMO_TEXT_RUNS); do \
+		$(BIN)/python eval.py --config configs/eval/shapes/$$method.yaml --data.root $(DEMO)/text_bench \
+			--trainer.default_root_dir $(DEMO)/eval_text/$$method --trainer.enable_progress_bar false || exit 1; \
+	done
+	$(BIN)/python -m interpedit.evaluation.ground_truth_table --columns text \
+		$(foreach run,$(DEMO_TEXT_RUNS),$(run)=$(DEMO)/eval_text/$(run)) --out $(DEMO)/text_edits.md
+endif
 	$(BIN)/python -m interpedit.evaluation.demo_summary --table $(DEMO)/ground_truth.md \
 		--entry "region autoencoder trained by this demo ($(DEMO_STEPS) steps)" $(DEMO)/eval/region_autoencoder $(DEMO)/edit_grid.png \
 		--entry "committed region autoencoder ($(COMMITTED_RAE))" $(DEMO)/eval/committed_region_autoencoder \
 			$(DEMO)/committed_edit_grid.png \
 		--entry "identity (the source unchanged; a floor)" $(DEMO)/eval/identity - \
 		--entry "oracle (the true target; a ceiling)" $(DEMO)/eval/oracle - \
-		--skipped "shapes Stable Diffusion methods (DiffEdit, Learnable Regions, h-space, Guide-and-Rescale): \
-			$(if $(wildcard $(COMMITTED_SD)/model_index.json),the demo does not run them yet,\
-			$(COMMITTED_SD) is not committed yet (issue 13))"
+		$(if $(SD_READY),--text-table $(DEMO)/text_edits.md \
+			$(foreach run,$(DEMO_TEXT_RUNS),--text-entry "$(run) (text edits)" $(DEMO)/eval_text/$(run) -)) \
+		--skipped "$(if $(SD_READY),h-space directions: they need a direction-discovery fit first \
+			(docs/hspace_directions.md),shapes Stable Diffusion methods (DiffEdit, Learnable Regions, h-space, \
+			Guide-and-Rescale): $(COMMITTED_SD) is not committed yet (issue 13))" \
+		$(if $(SD_READY),$(if $(INPAINTING_READY),,--skipped "Learnable Regions: $(COMMITTED_SD_INPAINTING) is not \
+			committed yet"))
 
 test: install  ## run the default test suite (no network, < 10 min on 2 cores)
 	$(BIN)/python -m pytest

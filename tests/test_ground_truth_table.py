@@ -78,3 +78,49 @@ def test_demo_summary_names_every_file_with_headline_figures(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no such edit grid"):
         summary_main(["--table", str(tmp_path / "table.md"),
                       "--entry", "fresh model", str(tmp_path / "eval" / "fresh"), str(tmp_path / "none.png")])
+
+
+TEXT_ROWS = [
+    {"image_id": "a", "edit_type_id": "6", "edit_type": "recolour", "gt/region_iou": 0.6, "gt/colour_accuracy": 1.0,
+     "gt/shape_accuracy": 0.0, "gt/psnr_unedited": 30.0, "structure/distance": 0.01, "cost/unet_forwards": 200},
+    {"image_id": "b", "edit_type_id": "6", "edit_type": "recolour", "gt/region_iou": 0.2, "gt/colour_accuracy": 0.0,
+     "gt/shape_accuracy": 1.0, "gt/psnr_unedited": 26.0, "structure/distance": 0.03, "cost/unet_forwards": 200},
+    {"image_id": "c", "edit_type_id": "1", "edit_type": "reshape", "gt/region_iou": 0.4, "gt/colour_accuracy": 1.0,
+     "gt/shape_accuracy": 1.0, "gt/psnr_unedited": 28.0, "structure/distance": 0.02, "cost/unet_forwards": 200},
+]
+
+
+def test_text_columns_read_each_edits_own_attribute(tmp_path):
+    write_run(tmp_path / "diffedit", "DiffEdit", TEXT_ROWS)
+    table = main([str(tmp_path / "diffedit"), "--columns", "text"])
+    header, _, row, target = table.splitlines()
+    assert [c.strip() for c in header.strip("|").split("|")][2:] == [
+        "edit-region IoU", "attribute acc.", "recolour colour acc.", "reshape shape acc.", "untouched PSNR (dB)",
+        "structure distance", "UNet forwards"]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # attribute accuracy: colour on the two recolours (1, 0), shape on the reshape (1): 2/3, not the mean of all
+    assert cells[:6] == ["DiffEdit", "3", "0.4000", "0.6667", "0.5000", "1.0000"]
+    assert cells[6:] == ["28.0000", "0.0200", "200.0000"]
+    assert target.startswith("| target") and ">= 0.7" in target
+    with pytest.raises(ValueError, match="--columns: 'pixels' is not one of region, text"):
+        main([str(tmp_path / "diffedit"), "--columns", "pixels"])
+
+
+def test_demo_summary_adds_the_text_edit_methods(tmp_path):
+    from interpedit.evaluation.demo_summary import main as summary_main
+
+    write_run(tmp_path / "eval" / "fresh", "RegionAutoencoderEdit", [MOVE_ROW])
+    write_run(tmp_path / "eval" / "diffedit", "DiffEdit", TEXT_ROWS)
+    (tmp_path / "table.md").write_text("| table |\n")
+    (tmp_path / "text.md").write_text("| text table |\n")
+    text = summary_main(["--table", str(tmp_path / "table.md"), "--entry", "fresh", str(tmp_path / "eval" / "fresh"),
+                         "-", "--text-table", str(tmp_path / "text.md"),
+                         "--text-entry", "DiffEdit", str(tmp_path / "eval" / "diffedit"), "-"])
+    lines = text.splitlines()
+    assert f"text-edit table (every method below, one recolour/reshape benchmark): {tmp_path / 'text.md'}" in lines
+    figures = lines[lines.index("DiffEdit") + 2]
+    assert figures == ("  3 images: edit-region IoU 0.4000 (target >= 0.5) | attribute acc. 0.6667 (target >= 0.7) | "
+                       "untouched 28.0000 dB (target >= 28)")
+    with pytest.raises(ValueError, match="--text-entry needs --text-table"):
+        summary_main(["--table", str(tmp_path / "table.md"),
+                      "--text-entry", "DiffEdit", str(tmp_path / "eval" / "diffedit"), "-"])
