@@ -40,7 +40,7 @@ def write_components(vae: str, clip: str, out: str, text_layers: int | None = 0)
 
 def write_sample_grid(
     model: str, out: str, *, num_prompts: int = 8, samples_per_prompt: int = 4, seed: int = 0,
-    guidance_scale: float = 4.0, steps: int = 25,
+    guidance_scale: float = 6.0, steps: int = 25,
 ) -> Path:
     """A PNG grid: one row per held-out caption (test split, 1-3 objects), its real render, then samples made by the
     diffusers pipeline's own ``__call__``."""
@@ -86,7 +86,8 @@ def main(argv: Sequence[str] | None = None, *, export: Callable[..., Path] | Non
     grid.add_argument("--num-prompts", type=int, default=8, help="rows")
     grid.add_argument("--samples-per-prompt", type=int, default=4, help="columns of samples")
     grid.add_argument("--seed", type=int, default=0, help="caption and noise seed")
-    grid.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance scale")
+    grid.add_argument("--guidance-scale", type=float, default=6.0,
+                      help="classifier-free guidance scale (default 6, the shapes pipeline's recommended one)")
     grid.add_argument("--steps", type=int, default=25, help="DDIM steps")
     from interpedit.stable_diffusion.quality import add_evaluate_arguments, run_evaluate
 

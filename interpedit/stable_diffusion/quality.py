@@ -237,7 +237,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-prompts", type=int, default=256,
                         help="captions per figure (retrieval uses whole groups of 16)")
     parser.add_argument("--seed", type=int, required=True, help="scene, caption and noise seed")
-    parser.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance scale")
+    parser.add_argument("--guidance-scale", type=float, default=6.0,
+                        help="classifier-free guidance scale (default 6, the shapes pipeline's recommended one)")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps of generation and inpainting")
     parser.add_argument("--inversion-steps", type=int, default=50, help="DDIM steps of the inversion round trip")
     parser.add_argument("--box-margin", type=int, default=3, help="pixels added around the recoloured object's box")
