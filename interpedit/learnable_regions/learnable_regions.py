@@ -84,6 +84,19 @@ class RegionEdit:
     """Per optimisation step: mean reward, losses and the policy's entropy."""
 
 
+@torch.no_grad()
+def step_statistics(logits: Tensor, scored: dict[str, Tensor], candidates: Tensor, boxes: Tensor,
+                    grid: tuple[int, int]) -> dict[str, Any]:
+    """An optimisation step's statistics: the mean ``reward``, ``clip``, ``directional`` and ``structure`` and the
+    policy's ``entropy`` as floats, with the (detached) ``candidates``, their ``boxes`` and ``rewards``."""
+    probabilities = logits.detach().softmax(-1)
+    entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum(-1).mean()
+    stats: dict[str, Any] = {"entropy": float(entropy)}
+    stats.update({name: float(scored[name].detach().mean()) for name in ("reward", "clip", "directional", "structure")})
+    stats.update(candidates=candidates.detach(), boxes=boxes, rewards=scored["reward"].detach(), grid=grid)
+    return stats
+
+
 class LearnableRegions(nn.Module):
     """The method on any SD-inpainting pipeline (module docstring).
 
@@ -269,16 +282,9 @@ class LearnableRegions(nn.Module):
             scored = self.soft_rewards(images, candidates, edit_text, source_text, generator)
             loss = -scored["reward"].mean()
         with torch.no_grad():
-            probabilities = probabilities.detach()
-            entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum(-1).mean()
-            likely = probabilities.argmax(-1)[:, None, None].expand(-1, 1, 4)
+            likely = probabilities.detach().argmax(-1)[:, None, None].expand(-1, 1, 4)
             boxes = proposals.boxes.reshape(batch * anchors, sizes, 4).gather(1, likely).reshape(batch, anchors, 4)
-        scored = {name: value.detach() for name, value in scored.items()}
-        stats: dict[str, Any] = {"reward": float(scored["reward"].mean()), "entropy": float(entropy)}
-        stats.update({name: float(scored[name].mean()) for name in ("clip", "directional", "structure")})
-        stats.update(candidates=candidates.detach(), boxes=boxes, rewards=scored["reward"],
-                     grid=proposals.grid)
-        return loss, stats
+        return loss, step_statistics(logits, scored, candidates, boxes, proposals.grid)
 
     def reinforce_step(self, images: Tensor, proposals: Proposals, prompts: Sequence[str], edit_text: Tensor,
                        source_text: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
@@ -302,13 +308,7 @@ class LearnableRegions(nn.Module):
         rewards = scored["reward"].reshape(batch * anchors, self.draws)
         with torch.enable_grad():
             loss = reinforce_loss(log_probs, rewards)
-        with torch.no_grad():
-            probabilities = logits.detach().softmax(-1)
-            entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum(-1).mean()
-        stats: dict[str, Any] = {"reward": float(rewards.mean()), "entropy": float(entropy)}
-        stats.update({name: float(scored[name].mean()) for name in ("clip", "directional", "structure")})
-        stats.update(candidates=candidates, boxes=boxes, rewards=scored["reward"], grid=proposals.grid)
-        return loss, stats
+        return loss, step_statistics(logits, scored, candidates, boxes, proposals.grid)
 
     def optimise(self, images: Tensor, proposals: Proposals, prompts: Sequence[str], edit_text: Tensor,
                  source_text: Tensor, generator: torch.Generator,
