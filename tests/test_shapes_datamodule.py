@@ -169,12 +169,12 @@ def test_worker_processes_give_the_same_batches():
 class _RecordScenes(pl.LightningModule):
     def __init__(self):
         super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.weight = torch.nn.Parameter(torch.zeros(1))
         self.seen: dict[int, list[int]] = {}
 
     def training_step(self, batch, batch_idx):
         self.seen.setdefault(self.current_epoch, []).extend(batch["scene_index"].tolist())
-        return (self.weight - batch["image"].mean()) ** 2
+        return ((self.weight - batch["image"].mean()) ** 2).sum()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
