@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from interpedit.shapes import COLOURS, SIZES, Background, Scene, ShapeObject, render
 from interpedit.stable_diffusion.quality import (
+    colour_binding,
     held_out_scenes,
     results_table,
     retrieval_accuracy,
     single_object_accuracy,
     single_object_readout,
+    two_object_scenes,
 )
 from lightning_modules.stable_diffusion import main as sd_main
 from tests.tiny_components import tiny_shapes_inpainting_dir, tiny_shapes_sd_dir  # noqa: F401
@@ -38,6 +41,20 @@ def test_real_renders_pass_the_exact_checks():
     accuracy = single_object_accuracy(torch.stack([s["image"] for s in scenes]), scenes)
     assert accuracy["colour_accuracy"] == 1.0 and accuracy["size_accuracy"] == 1.0
     assert accuracy["position_accuracy"] >= 0.95  # a visible-pixel centroid on a cell boundary can fall next door
+
+
+def test_colour_binding_holds_on_real_renders_and_fails_with_the_colours_swapped():
+    scenes = two_object_scenes(32, seed=7)
+    assert all(len(s["scene"].objects) == 2 for s in scenes)
+    real = colour_binding(torch.stack([s["image"] for s in scenes]), scenes)
+    assert real["binding"] >= 0.9 and real["both_colours"] == 1.0
+    swapped = []
+    for scene in scenes:
+        first, second = scene["scene"].objects
+        objects = (replace(first, colour=second.colour), replace(second, colour=first.colour))
+        swapped.append(torch.from_numpy(render(replace(scene["scene"], objects=objects), 64).image).permute(2, 0, 1))
+    wrong = colour_binding(torch.stack(swapped).float() / 255.0, scenes)
+    assert wrong["both_colours"] == 1.0 and wrong["binding"] <= 0.1
 
 
 def test_committed_shapes_clip_retrieves_real_renders():
@@ -65,6 +82,7 @@ def test_evaluate_command_writes_every_figure(tmp_path, tiny_shapes_sd_dir, tiny
     for key in ("vae/psnr_solid", "vae/psnr_gradient", "vae/psnr_noise", "vae/psnr_solid_gradient",
                 "caption/retrieval_top1_of16", "caption/retrieval_top1_of16_real", "caption/colour_accuracy",
                 "caption/position_accuracy", "caption/size_accuracy", "caption/colour_accuracy_real",
+                "caption/two_object_binding", "caption/two_object_both_colours", "caption/two_object_binding_real",
                 "inversion/psnr", "inversion/vae_psnr", "inpainting/colour_accuracy", "inpainting/psnr_outside_mask"):
         assert isinstance(results[key], float), key
     assert results["caption/colour_accuracy_real"] == 1.0

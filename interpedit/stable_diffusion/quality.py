@@ -11,6 +11,9 @@ seed, i])``), with solid and gradient backgrounds unless said otherwise:
   - *exact checks* on single-object captions: the dominant palette colour of the image is the caption's colour; the
     centroid of the pixels of that colour lies in the caption's position cell; the equal-area radius of those pixels
     falls in the caption's size class. The same checks on the real renders show what the read-out itself gets right.
+  - *colour binding* on two-object captions (two colours, two position cells): whether each named cell of the
+    generated image is dominated by its own object's colour, next to whether both colours appear at all. Editing
+    one object of a scene by its caption (DiffEdit, Guide-and-Rescale) needs this binding.
 - **DDIM inversion round trip**: invert the VAE latent (posterior mean) with the source caption at guidance 1 for
   ``--inversion-steps`` steps, sample back with the same denoiser, decode; PSNR against the source (2-4 objects, as
   the edit benchmarks draw them). The VAE round trip of the same scenes is its ceiling.
@@ -116,6 +119,45 @@ def single_object_accuracy(images: Tensor, scenes: Sequence[dict[str, Any]]) -> 
         "position_accuracy": float(((readout["row"] == cells[:, 0]) & (readout["column"] == cells[:, 1])).float().mean()),
         "size_accuracy": float((readout["size"] == size).float().mean()),
     }
+
+
+def two_object_scenes(count: int, seed: int, *, resolution: int = 64) -> list[dict[str, Any]]:
+    """``count`` held-out two-object scenes whose objects differ in colour and lie in different position cells."""
+    kept, index = [], 0
+    while len(kept) < count:
+        batch = held_out_scenes(count, seed, min_objects=2, max_objects=2, resolution=resolution,
+                                namespace=100 + index)
+        index += 1
+        for scene in batch:
+            first, second = scene["scene"].objects
+            if first.colour != second.colour and position_cell(first.position) != position_cell(second.position):
+                kept.append(scene)
+    return kept[:count]
+
+
+def colour_binding(images: Tensor, scenes: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Two-object colour binding of images (B, 3, H, W) against their scenes' captions.
+
+    ``binding``: both objects' position cells (of the 3x3 grid the captions name) are dominated by the object's own
+    colour among palette-coloured pixels; ``both_colours``: both colours appear somewhere, wherever they are.
+    """
+    from interpedit.metrics.attribute_accuracy import palette_labels
+
+    labels = palette_labels(images)
+    side = images.shape[-1]
+    bound, present = [], []
+    for b, scene in enumerate(scenes):
+        objects = scene["scene"].objects
+        hits, seen = [], []
+        for obj in objects:
+            row, column = position_cell(obj.position)
+            cell = labels[b, row * side // 3:(row + 1) * side // 3, column * side // 3:(column + 1) * side // 3]
+            counts = torch.stack([(cell == c).sum() for c in range(len(COLOURS))])
+            hits.append(bool(counts.sum() > 0) and int(counts.argmax()) == COLOURS.index(obj.colour))
+            seen.append(bool((labels[b] == COLOURS.index(obj.colour)).any()))
+        bound.append(all(hits))
+        present.append(all(seen))
+    return {"binding": float(np.mean(bound)), "both_colours": float(np.mean(present))}
 
 
 def retrieval_accuracy(clip: Any, images: Tensor, captions: Sequence[str], group_size: int = 16) -> float:
@@ -287,6 +329,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         real = single_object_accuracy(torch.stack([s["image"] for s in singles]), singles)
         for key, value in real.items():
             results[f"caption/{key}_real"] = value
+        pairs = two_object_scenes(n, seed, resolution=side)
+        pair_images = generate(pipeline, [s["caption"] for s in pairs], seed=seed + 2, steps=args.steps,
+                               guidance_scale=args.guidance_scale, batch_size=bs)
+        for key, value in colour_binding(pair_images, pairs).items():
+            results[f"caption/two_object_{key}"] = value
+        for key, value in colour_binding(torch.stack([s["image"] for s in pairs]), pairs).items():
+            results[f"caption/two_object_{key}_real"] = value
         print(f"caption fidelity done ({time.monotonic() - started:.0f} s)", flush=True)
     if "inversion" not in skip:
         scenes = held_out_scenes(n, seed, min_objects=2, max_objects=4, resolution=side, namespace=4)
