@@ -73,7 +73,8 @@ def test_a_guider_step_lowers_its_energy_at_that_step(tiny_shapes_sd_dir):
         after = energy_at(moved)
     assert float(after) < float(before)
     # The guided step added exactly the rescaled gradient (up to batching differences of the UNet calls).
-    torch.testing.assert_close((guided - unguided) / denoiser.history[0]["rescale"], gradient, rtol=1e-3, atol=1e-5)
+    factors = torch.tensor(denoiser.history[0]["rescale"]).view(-1, 1, 1, 1)
+    torch.testing.assert_close((guided - unguided) / factors, gradient, rtol=1e-3, atol=1e-5)
 
 
 def test_the_rescaled_term_lies_in_its_range_and_unguided_steps_make_one_batched_cfg_call(tiny_shapes_sd_dir):
@@ -93,15 +94,38 @@ def test_the_rescaled_term_lies_in_its_range_and_unguided_steps_make_one_batched
     edit.unet.forward = original
     history = edit.last_history
     # Step 0 starts on the inversion latent: the energy is exactly 0 there and nothing is rescaled.
-    assert history[0]["energy"] == 0.0 and history[0]["guider_norm"] == 0.0
+    assert history[0]["energy"] == 0.0 and history[0]["guider_norm"] == [0.0, 0.0]
     for entry in history[1:3]:
-        assert entry["guider_norm"] > 0
-        assert 0.5 - 1e-6 <= entry["guider_norm"] / entry["cfg_norm"] <= 2.0 + 1e-6
-    assert all(entry["guider_norm"] == 0 for entry in history[3:])
+        # Each image's term is rescaled against its own CFG term.
+        for guider_norm, cfg_norm in zip(entry["guider_norm"], entry["cfg_norm"], strict=True):
+            assert guider_norm > 0
+            assert 0.5 - 1e-6 <= guider_norm / cfg_norm <= 2.0 + 1e-6
+    assert all(entry["guider_norm"] == [0.0, 0.0] for entry in history[3:])
     # 6 inversion calls (batch 2); guided steps: [uncond, cur_trg], [inv_src], then [cur_src] with grad; then
     # [uncond, cur_trg] only.
     assert calls == [2] * 6 + [4, 2, 2] * 3 + [4] * 3
     assert cost.forwards == 2 * 6 + (6 + 2) * 3 + 4 * 3 and cost.backwards == 2 * 3
+
+
+def test_range_rescaler_takes_each_images_norms():
+    cfg = torch.ones(3, 4, 2, 2)  # each image's CFG norm is 4
+    guider = torch.stack([torch.full((4, 2, 2), v) for v in (0.1, 1.0, 100.0)])  # norms 0.4, 4 and 400
+    factors = RangeRescaler(0.5, 2.0)(guider, cfg)
+    assert factors.shape == (3, 1, 1, 1)
+    norms = torch.linalg.vector_norm((factors * guider).flatten(1), dim=1)
+    torch.testing.assert_close(norms, torch.tensor([2.0, 4.0, 8.0]))  # raised to 0.5x, kept, cut to 2x
+    # A zero guider term stays zero and is not divided by.
+    assert RangeRescaler(0.5, 2.0)(torch.zeros(2, 4, 2, 2), torch.ones(2, 4, 2, 2)).flatten().tolist() == [1.0, 1.0]
+
+
+def test_a_batch_is_edited_as_each_image_would_be_alone(tiny_shapes_sd_dir):
+    # The reference edits one image at a time: per-image energies and rescaling keep batching from coupling images.
+    edit = method(tiny_shapes_sd_dir, self_attention_scale=1e4, appearance_scale=100.0)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    together = edit(batch_of(images))["edited"]
+    alone = torch.cat([edit({"source_image": images[i:i + 1], "source_prompt": SOURCE[i:i + 1],
+                             "target_prompt": TARGET[i:i + 1]})["edited"] for i in range(2)])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-3)
 
 
 def test_the_inversion_can_supply_the_reference_pass(tiny_shapes_sd_dir):
@@ -137,7 +161,7 @@ def test_style_preset_differentiates_the_target_pass_for_its_feature_guider(tiny
     # Guided: [uncond, inv_src] without grad, [cur_src, cur_trg] with grad; 5 inversion + 3 plain CFG steps.
     assert cost.forwards == 5 + (2 + 2) * 2 + 2 * 3
     entry = edit.last_history[1]
-    assert entry["guider_norm"] == pytest.approx(1.5 * entry["cfg_norm"], rel=1e-5)
+    assert entry["guider_norm"] == pytest.approx([1.5 * norm for norm in entry["cfg_norm"]], rel=1e-5)
 
 
 def test_presets_and_bad_settings(tiny_shapes_sd_dir):

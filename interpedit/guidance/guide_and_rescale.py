@@ -5,6 +5,9 @@ At sampling step i, with the current latent z_t and the inversion latent z*_t of
     eps_hat = eps(z_t, "") + cfg + s * grad,   cfg = w (eps(z_t, target) - eps(z_t, "")),
     grad = d/dz_t sum_k weight_k(i) E_k + sum_j weight_j(i) term_j,   s = rescaler(grad, cfg)
 
+with s one factor per image. The energies of a batch are sums of its images' energies, so a batch of images is
+edited as each image would be alone.
+
 The passes run as few and as batched as the active guiders allow:
 
 - a step with no active guider makes one batched call, ``[uncond, cur_trg]``: plain CFG;
@@ -28,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from interpedit.guidance.guiders import ClassifierFreeGuidance, Guider, PassRecorder
-from interpedit.guidance.noise_rescaling import IdentityRescaler, RangeRescaler
+from interpedit.guidance.noise_rescaling import IdentityRescaler, RangeRescaler, image_norms
 
 REFERENCES = ("exact", "inversion")
 
@@ -47,6 +50,9 @@ class GuidedDenoiser:
         inversion_records: ``{step: {pass "inv_src": records}}`` recorded during the inversion; the steps present
             skip the ``inv_src`` pass.
         gradient_checkpointing: checkpoint the UNet's blocks in the gradient pass.
+
+    ``history`` gets one entry per step: the energy (summed over the batch), and per image the rescaling factor
+    (``rescale``), the rescaled guider term's norm (``guider_norm``) and the CFG term's norm (``cfg_norm``).
     """
 
     def __init__(self, unet: nn.Module, source: Tensor, target: Tensor, uncond: Tensor, inversion_latents: Tensor,
@@ -120,10 +126,10 @@ class GuidedDenoiser:
             if guider.kind == "gradient":
                 guider_term = guider_term + weight * guider.term(context)
         cfg_term = self.cfg.weight(step, self.num_steps) * self.cfg.term(context)
-        guided = bool(active)
-        scale = self.rescaler(guider_term, cfg_term) if guided else 1.0
-        self.history.append({"step": step, "energy": energy_value, "rescale": scale,
-                             "guider_norm": float(torch.linalg.vector_norm(guider_term)) * scale,
-                             "cfg_norm": float(torch.linalg.vector_norm(cfg_term))})
+        # One factor per image (``RangeRescaler``): each image's term is rescaled against its own CFG term.
+        scale = self.rescaler(guider_term, cfg_term) if active else torch.ones_like(guider_term[:, :1, :1, :1])
+        self.history.append({"step": step, "energy": energy_value, "rescale": scale.flatten().tolist(),
+                             "guider_norm": image_norms(scale * guider_term).tolist(),
+                             "cfg_norm": image_norms(cfg_term).tolist()})
         self.step += 1
         return (outputs["uncond"] + cfg_term + scale * guider_term).detach()

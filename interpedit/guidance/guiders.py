@@ -5,7 +5,9 @@ A guider is one of two kinds:
 - **gradient**: it returns a noise-shaped term itself (``term(context)``): classifier-free guidance, the latent
   difference;
 - **energy**: it returns a scalar (``energy(records)``) that the sampler backpropagates to the current latent:
-  feature-map L2, self-attention-map L2, self-attention plus appearance.
+  feature-map L2, self-attention-map L2, self-attention plus appearance. On a batch the energy is the sum of each
+  image's energy (the means below are taken per image), so every image gets the gradient it would get alone, as in
+  the reference, which edits one image at a time.
 
 Each declares the UNet passes it compares, out of ``PASSES``:
 
@@ -32,6 +34,11 @@ from torch import Tensor, nn
 from interpedit.diffusion.unet_hooks import capture_attention, capture_outputs
 
 PASSES = ("cur_src", "inv_src", "cur_trg")
+
+
+def summed_image_means(values: Tensor) -> Tensor:
+    """``sum over images of mean(values[i])`` for a (B, ...) tensor: a batch's energy as the sum of its images'."""
+    return values.flatten(1).mean(dim=1).sum()
 
 
 @dataclass(frozen=True)
@@ -111,14 +118,15 @@ class FeatureMapL2(Guider):
 
     def energy(self, records: dict[str, dict[str, Tensor]], step: int, num_steps: int) -> Tensor:
         key = f"feature:{self.module}"
-        return ((records["cur_trg"][key] - records["inv_src"][key]) ** 2).mean()
+        return summed_image_means((records["cur_trg"][key] - records["inv_src"][key]) ** 2)
 
 
 def attention_energy(records: dict[str, dict[str, Tensor]], current_pass: str = "cur_src") -> Tensor:
     """``sum over layers of mean((A(z_t, prompt) - A(z*_t, source))^2)``, the current pass ``cur_src`` (the
     published guiders) or ``cur_trg``."""
     current, reference = records[current_pass], records["inv_src"]
-    terms = [((current[key] - reference[key]) ** 2).mean() for key in current if key.startswith("attention:")]
+    terms = [summed_image_means((current[key] - reference[key]) ** 2)
+             for key in current if key.startswith("attention:")]
     if not terms:
         raise ValueError("no self-attention maps were recorded: the layer patterns match no self-attention layer")
     return torch.stack(terms).sum()
@@ -171,7 +179,7 @@ class SelfAttentionAppearance(Guider):
 
     def energy(self, records: dict[str, dict[str, Tensor]], step: int, num_steps: int) -> Tensor:
         key = f"feature:{self.appearance_module}"
-        appearance = (records[self.current_pass][key] - records["inv_src"][key]).abs().mean()
+        appearance = summed_image_means((records[self.current_pass][key] - records["inv_src"][key]).abs())
         return (self.attention_scale * attention_energy(records, self.current_pass)
                 + self.appearance_scale * appearance)
 
