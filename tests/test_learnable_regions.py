@@ -107,3 +107,5 @@ def test_bad_settings_are_refused(tiny_shapes_inpainting_dir):
         tiny_method(tiny_shapes_inpainting_dir, draws=1)
     with pytest.raises(ValueError, match="num_anchors: 300 is more than the 8x8"):
         tiny_method(tiny_shapes_inpainting_dir, num_anchors=300)
+    with pytest.raises(ValueError, match="anchor_spacing: must be >= 0, got -2"):
+        tiny_method(tiny_shapes_inpainting_dir, anchor_spacing=-2)

@@ -49,6 +49,22 @@ def test_border_cells_are_skipped_and_shortfalls_filled_without_repeats():
         anchor_points(attention, num_points=37, border=0)
 
 
+def test_anchor_spacing_spreads_anchors_over_separate_peaks():
+    attention = torch.full((1, 16, 16), 0.01)
+    attention[0, 9:12, 3:6] = torch.tensor([[0.5, 0.8, 0.5], [0.8, 1.0, 0.8], [0.5, 0.8, 0.5]])  # a strong blob
+    attention[0, 3, 12] = 0.2  # a weaker, separate object
+    # The released top-k puts every anchor on the strong blob and misses the second object.
+    assert [3, 12] not in anchor_points(attention, num_points=3, border=1)[0].tolist()
+    spaced = anchor_points(attention, num_points=3, border=1, spacing=3)[0].tolist()
+    assert spaced[:2] == [[10, 4], [3, 12]]
+    assert all(max(abs(a[0] - b[0]), abs(a[1] - b[1])) >= 3 for i, a in enumerate(spaced) for b in spaced[:i])
+    # With too few spaced cells, the suppressed cells fill the list in attention order, without repeats.
+    crowded = anchor_points(attention[:, :5, :5], num_points=4, border=0, spacing=5)[0].tolist()
+    assert crowded[0] == [0, 0] and len({tuple(a) for a in crowded}) == 4
+    with pytest.raises(ValueError, match="spacing must be >= 0"):
+        anchor_points(attention, num_points=3, border=1, spacing=-1)
+
+
 def test_cls_attention_matches_timm_attention_probabilities():
     vit = tiny_vit(img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=2).eval()
     images = torch.rand(2, 3, 32, 32)

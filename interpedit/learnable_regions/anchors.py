@@ -81,17 +81,23 @@ def cls_attention(vit: nn.Module, pixel_values: Tensor, block_index: int = -1) -
                                   grid)
 
 
-def anchor_points(attention: Tensor, num_points: int, border: int) -> Tensor:
+def anchor_points(attention: Tensor, num_points: int, border: int, spacing: int = 0) -> Tensor:
     """The ``num_points`` highest cells of each (rows, cols) attention map, as (row, col), in descending order.
 
     Cells closer than ``border`` cells to an edge (``row < border`` or ``row > rows - 1 - border``, the same for
     columns) are skipped, so a box of half-size ``border`` around an anchor stays on the grid. When too few cells
     pass, the highest remaining cells fill the list; unlike the released code, no anchor is repeated.
 
+    ``spacing`` > 0 goes beyond the paper: a greedy non-maximum suppression that skips any cell closer than ``spacing``
+    cells (Chebyshev distance) to an anchor already taken, so the anchors spread over several attention peaks
+    instead of piling onto the strongest one. The skipped cells fill the list, in attention order, only when too
+    few cells are left.
+
     Args:
         attention: (B, rows, cols) maps.
         num_points: anchors per map; at most rows * cols.
         border: cells kept clear of every edge (0 keeps every cell).
+        spacing: minimum distance, in cells, between anchors (0: the released top-k, no suppression).
 
     Returns:
         (B, num_points, 2) long tensor of (row, col).
@@ -103,6 +109,8 @@ def anchor_points(attention: Tensor, num_points: int, border: int) -> Tensor:
         raise ValueError(f"num_points must be in 1..{rows * cols} for a {rows}x{cols} grid, got {num_points}")
     if border < 0:
         raise ValueError(f"border must be >= 0, got {border}")
+    if spacing < 0:
+        raise ValueError(f"spacing must be >= 0, got {spacing}")
     row_index = torch.arange(rows, device=attention.device)[:, None].expand(rows, cols)
     col_index = torch.arange(cols, device=attention.device)[None, :].expand(rows, cols)
     inside = ((row_index >= border) & (row_index <= rows - 1 - border)
@@ -116,10 +124,28 @@ def anchor_points(attention: Tensor, num_points: int, border: int) -> Tensor:
     count_inside = int(inside.sum())
     chosen = []
     for b in range(batch):
-        picked = order_inside[b, : min(count_inside, num_points)].tolist()
-        if len(picked) < num_points:
-            taken = set(picked)
-            picked += [i for i in order_all[b].tolist() if i not in taken][: num_points - len(picked)]
+        candidates = order_inside[b, :count_inside].tolist()
+        picked = _spaced(candidates, num_points, spacing, cols) if spacing else candidates[:num_points]
+        taken = set(picked)
+        for index in candidates + order_all[b].tolist():  # fill: suppressed cells first, then the border's
+            if len(picked) == num_points:
+                break
+            if index not in taken:
+                picked.append(index)
+                taken.add(index)
         chosen.append(picked)
     index = torch.tensor(chosen, device=attention.device, dtype=torch.long)
     return torch.stack([index // cols, index % cols], dim=-1)
+
+
+def _spaced(candidates: list[int], count: int, spacing: int, cols: int) -> list[int]:
+    """Greedy non-maximum suppression: the first ``count`` flat cells of ``candidates`` (in order) that lie at least
+    ``spacing`` cells (Chebyshev distance) from every cell taken before them."""
+    picked: list[tuple[int, int]] = []
+    for index in candidates:
+        row, col = divmod(index, cols)
+        if all(max(abs(row - r), abs(col - c)) >= spacing for r, c in picked):
+            picked.append((row, col))
+            if len(picked) == count:
+                break
+    return [r * cols + c for r, c in picked]

@@ -3,7 +3,7 @@
 For a batch of images, with their edit prompts (``target_prompt``) and source prompts:
 
 1. the frozen ViT (``AnchorBackbone``) gives a feature map and the CLS attention map; anchors are the attention's
-   highest cells away from the border (``anchor_points``);
+   highest cells away from the border, optionally kept ``anchor_spacing`` cells apart (``anchor_points``);
 2. around each anchor, boxes of every half-size are candidates; their ROI features go to a fresh AnchorNet per
    image, which outputs a categorical over the sizes (``anchor_boxes``, ``roi_features``, ``AnchorNet``);
 3. **optimisation**, ``optimisation_steps`` times, with one of two gradients (``gradient``):
@@ -110,6 +110,8 @@ class LearnableRegions(nn.Module):
         num_anchors: P anchors per image (9).
         half_sizes: candidate half-sizes in grid cells (released: 4, 6, ..., 14 on DINO's 32x32 grid).
         border: cells kept clear of the edges when choosing anchors (None: the largest half-size + 1, as released).
+        anchor_spacing: minimum distance in cells between anchors, by greedy non-maximum suppression (beyond the
+            paper; 0: the released top-k, where every anchor can sit on the strongest peak).
         feature_dim, roi_size: AnchorNet's projected width (12) and ROI side (8).
         optimisation_steps: AnchorNet updates per image (0: no learning).
         gradient: ``reinforce`` (the score-function estimator over drawn sizes) or ``soft_mask`` (backpropagation
@@ -137,6 +139,7 @@ class LearnableRegions(nn.Module):
         num_anchors: int = 9,
         half_sizes: Sequence[int] = (4, 6, 8, 10, 12, 14),
         border: int | None = None,
+        anchor_spacing: int = 0,
         feature_dim: int = 12,
         roi_size: int = 8,
         optimisation_steps: int = 4,
@@ -189,6 +192,9 @@ class LearnableRegions(nn.Module):
                                  structure_std=self.backbone.std.flatten().tolist())
         self.half_sizes = tuple(int(s) for s in half_sizes)
         self.border = max(self.half_sizes) + 1 if border is None else border
+        if anchor_spacing < 0:
+            raise OptionError(f"LearnableRegions.anchor_spacing: must be >= 0, got {anchor_spacing}")
+        self.anchor_spacing = anchor_spacing
         rows, cols = self.backbone.grid
         if num_anchors > rows * cols:
             raise OptionError(f"LearnableRegions.num_anchors: {num_anchors} is more than the {rows}x{cols} grid's cells")
@@ -215,7 +221,7 @@ class LearnableRegions(nn.Module):
     def propose(self, images: Tensor) -> Proposals:
         """Anchors, candidate boxes and features of (B, 3, H, W) images."""
         features, attention = self.backbone(images)
-        anchors = anchor_points(attention, self.num_anchors, self.border)
+        anchors = anchor_points(attention, self.num_anchors, self.border, self.anchor_spacing)
         grid = self.backbone.grid
         return Proposals(anchors, anchor_boxes(anchors, self.half_sizes, grid), features, attention, grid)
 
