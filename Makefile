@@ -40,7 +40,7 @@ COMMITTED_SD_INPAINTING ?= pretrained/shapes_stable_diffusion_inpainting
 # is there (Learnable Regions once the inpainting one is too).
 SD_READY := $(wildcard $(COMMITTED_SD)/model_index.json)
 INPAINTING_READY := $(wildcard $(COMMITTED_SD_INPAINTING)/model_index.json)
-DEMO_TEXT_SCENES ?= 48
+DEMO_TEXT_SCENES ?= 32
 DEMO_SD_METHODS := diffedit ddim_inversion guide_and_rescale $(if $(INPAINTING_READY),learnable_regions)
 DEMO_TEXT_RUNS := $(DEMO_SD_METHODS) identity oracle
 
@@ -86,7 +86,8 @@ endif
 		--entry "identity (the source unchanged; a floor)" $(DEMO)/eval/identity - \
 		--entry "oracle (the true target; a ceiling)" $(DEMO)/eval/oracle - \
 		$(if $(SD_READY),--text-table $(DEMO)/text_edits.md \
-			$(foreach run,$(DEMO_TEXT_RUNS),--text-entry "$(run) (text edits)" $(DEMO)/eval_text/$(run) -)) \
+			$(foreach run,$(DEMO_TEXT_RUNS),--text-entry "$(run) (text edits)" $(DEMO)/eval_text/$(run) \
+				$(DEMO)/eval_text/$(run)/lightning_logs/version_0/test_grid_0.png)) \
 		--skipped "$(if $(SD_READY),h-space directions: they need a direction-discovery fit first \
 			(docs/hspace_directions.md),shapes Stable Diffusion methods (DiffEdit, Learnable Regions, h-space, \
 			Guide-and-Rescale): $(COMMITTED_SD) is not committed yet (issue 13))" \

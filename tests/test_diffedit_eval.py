@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from eval import cli_main as eval_main
 from interpedit.shapes import export_benchmark
@@ -53,6 +54,11 @@ def test_shapes_configs_run_through_eval_py(config, overrides, has_region, tiny_
     monkeypatch.chdir(REPO)
     metrics = run_eval(config, tiny_shapes_sd_dir, text_bench, tmp_path / "out", overrides)
     assert metrics["cost/unet_forwards"] > 0 and metrics["gt/psnr_unedited"] > 0
+    # The evaluation's edit grid is saved beside its metrics, with its column names (the demo points at it).
+    (run_dir,) = glob.glob(str(tmp_path / "out" / "lightning_logs/version_*"))
+    grid = Image.open(Path(run_dir) / "test_grid_0.png")
+    columns = (Path(run_dir) / "test_grid_0.txt").read_text().strip().split(" | ")
+    assert columns[:2] == ["source", "edited"] and grid.width > len(columns) * 32
     assert metrics["gt/colour_accuracy"] >= 0 and metrics["gt/shape_accuracy"] >= 0
     region = metrics.get("gt/region_iou")
     assert (region is not None and region == region) if has_region else region is None or region != region
@@ -72,6 +78,7 @@ def test_hub_configs_run_on_a_local_folder_with_the_shapes_metrics(config, tiny_
 
 @pytest.mark.parametrize(("config", "pipeline_fixture"), [
     ("configs/eval/shapes/guide_and_rescale.yaml", "tiny_shapes_sd_dir"),
+    ("configs/eval/shapes/guide_and_rescale_fast.yaml", "tiny_shapes_sd_dir"),
     ("configs/eval/guide_and_rescale.yaml", "tiny_sd_dir"),
     ("configs/eval/guide_and_rescale_style.yaml", "tiny_sd_dir"),
 ])
@@ -82,7 +89,11 @@ def test_guide_and_rescale_configs_run_through_eval_py(config, pipeline_fixture,
     folder = request.getfixturevalue(pipeline_fixture)
     stacked = [] if "shapes" in config else ["configs/eval/metrics/shapes.yaml"]
     metrics = run_eval(config, folder, text_bench, tmp_path / "out", {**FAST, "guided_steps": "2"}, stacked=stacked)
-    # 2 guided steps with a gradient pass per image: of cur_src (non-style), of cur_src and cur_trg (style).
+    # 2 guided steps with a gradient pass per image: of cur_src (non-style), of cur_src and cur_trg (style), of
+    # cur_trg (fast).
     assert metrics["cost/unet_backwards"] == 2 * (2 if "style" in config else 1)
+    if "fast" in config:  # FAST's steps: uncond + cur_trg at every step, the inversion, no inv_src pass
+        steps = int(FAST["num_inference_steps"])
+        assert metrics["cost/unet_forwards"] == steps + 2 * steps
     assert metrics["cost/unet_forwards"] > 4
     assert metrics["gt/psnr_unedited"] > 0
