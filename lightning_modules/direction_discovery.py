@@ -26,6 +26,7 @@ from interpedit.hspace.diffusion_model import HSpaceModel
 from interpedit.hspace.directions_file import save_directions
 from interpedit.hspace.pca import StreamingPCA
 from interpedit.hspace.shapes_labels import ATTRIBUTE_VALUES, shapes_attribute_labels
+from interpedit.hspace.supervised import explained_variance
 from interpedit.hspace.trajectory import HTrajectory, apply_direction, sample_trajectory
 from interpedit.user_errors import OptionError
 
@@ -75,6 +76,7 @@ class DirectionDiscoveryModule(LightningModule):
         self.pca: StreamingPCA | None = None
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, torch.Tensor] = {}
+        self.squares: dict[str, torch.Tensor] = {}
         self.jacobians: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self.sweep_trajectory: HTrajectory | None = None
 
@@ -122,6 +124,10 @@ class DirectionDiscoveryModule(LightningModule):
                 if attribute not in self.sums:
                     self.sums[attribute] = torch.zeros(values, *hs.shape[0:1], *hs.shape[2:])
                     self.counts[attribute] = torch.zeros(values, dtype=torch.long)
+                    self.squares[attribute] = torch.zeros(hs.shape[0], dtype=torch.float64)
+                labelled = ids >= 0
+                if bool(labelled.any()):
+                    self.squares[attribute] += (hs[:, labelled].double() ** 2).flatten(2).sum(-1).sum(1)
                 for value in range(values):
                     chosen = ids == value
                     if bool(chosen.any()):
@@ -155,6 +161,7 @@ class DirectionDiscoveryModule(LightningModule):
             for attribute in self.sums:
                 self.sums[attribute] = self.all_gather(self.sums[attribute].to(self.device)).sum(0).cpu()
                 self.counts[attribute] = self.all_gather(self.counts[attribute].to(self.device)).sum(0).cpu()
+                self.squares[attribute] = self.all_gather(self.squares[attribute].to(self.device)).sum(0).cpu()
 
     def on_predict_epoch_end(self) -> None:
         self._merge_ranks()
@@ -189,14 +196,20 @@ class DirectionDiscoveryModule(LightningModule):
             sweeps = [directions.offset(k) for k in range(min(self.components, self.hparams.sweep_directions))]
             names = [f"pc{k}" for k in range(len(sweeps))]
         else:
-            tensors, attributes = {}, {}
+            tensors, attributes, explained = {}, {}, {}
             for attribute, sums in self.sums.items():
                 counts = self.counts[attribute]
                 means = sums / counts.clamp(min=1).view(-1, *[1] * (sums.ndim - 1))
                 tensors[f"mean.{attribute}"], tensors[f"count.{attribute}"] = means, counts
                 attributes[attribute] = list(ATTRIBUTE_VALUES[attribute])
+                if int((counts > 0).sum()) >= 2:
+                    ratio, chance = explained_variance(sums, counts, self.squares[attribute])
+                    tensors[f"explained.{attribute}"] = ratio
+                    explained[attribute] = {"mean_over_steps": round(float(ratio.mean()), 4),
+                                            "per_step": [round(float(r), 4) for r in ratio], "chance": round(chance, 4)}
             description.update(attributes=attributes,
                                counts={a: self.counts[a].tolist() for a in self.counts},
+                               explained_variance=explained,
                                scale_units="the difference of two values' mean h")
             sweeps, names = [], []
             colour_means, colour_counts = tensors.get("mean.colour"), tensors.get("count.colour")

@@ -54,6 +54,9 @@ def supervised_directions(tiny_shapes_sd_dir, tmp_path):
     assert set(saved.description["attributes"]) == {"colour", "shape", "size", "position"}
     counts = saved.tensors["count.colour"]
     assert int(counts.sum()) <= 6
+    for attribute, entry in saved.description["explained_variance"].items():  # attributes with two labelled classes
+        assert 0 <= entry["mean_over_steps"] <= 1 and len(entry["per_step"]) == len(saved.description["timesteps"])
+        assert int((saved.tensors[f"count.{attribute}"] > 0).sum()) >= 2
     means = saved.tensors["mean.colour"]
     for index in range(len(means)):
         means[index] = torch.full_like(means[index], float(index))

@@ -181,3 +181,24 @@ def test_supervised_mean_difference_and_projection():
     torch.testing.assert_close(projected[:, 0], direction[:, 0])
     with pytest.raises(ValueError, match="k must be in 1..3"):
         mean_difference(hs, scores, k=4)
+
+
+def test_explained_variance_from_streamed_sums_equals_the_direct_ratio():
+    from interpedit.hspace.supervised import explained_variance
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (200,), generator=generator)
+    hs = torch.randn(3, 200, 4, 4, generator=generator)
+    hs[0, :, 0, 0] += 3 * labels.float()  # step 0 carries the label strongly, the others not at all
+    sums = torch.stack([hs[:, labels == c].sum(1) for c in range(4)])
+    counts = torch.bincount(labels, minlength=4)
+    squares = (hs.flatten(2) ** 2).sum(-1).sum(1)
+    ratio, chance = explained_variance(sums, counts, squares)
+    centred = hs.flatten(2) - hs.flatten(2).mean(1, keepdim=True)
+    between = sum(int((labels == c).sum()) * (hs[:, labels == c].flatten(2).mean(1)
+                                              - hs.flatten(2).mean(1)).pow(2).sum(-1) for c in range(4))
+    torch.testing.assert_close(ratio, (between / centred.pow(2).sum((1, 2))).float(), rtol=1e-5, atol=1e-6)
+    assert chance == pytest.approx(3 / 199)
+    assert ratio[0] > 0.3 and ratio[1:].max() < 5 * chance
+    with pytest.raises(ValueError, match="two labelled classes"):
+        explained_variance(sums, torch.tensor([200, 0, 0, 0]), squares)

@@ -50,3 +50,33 @@ def project_away(direction: Tensor, others: Sequence[Tensor]) -> Tensor:
     flat = direction.reshape(-1).double()
     coefficients = torch.linalg.solve(basis @ basis.T, basis @ flat)
     return (flat - basis.T @ coefficients).to(direction.dtype).reshape(direction.shape)
+
+
+def explained_variance(sums: Tensor, counts: Tensor, squares: Tensor) -> tuple[Tensor, float]:
+    """How much of h's variance an attribute's classes explain, per step, from streamed statistics.
+
+    With N labelled samples, class means mu_c of n_c samples and the overall mean mu, this is the between-class sum
+    of squares ``sum_c n_c ||mu_c - mu||^2`` over the total ``sum_i ||h_i - mu||^2`` (eta squared). If h carried
+    nothing of the attribute, it would be about the chance level ``(C - 1) / (N - 1)`` of C classes (its
+    expectation under random labels); near 1, the class means alone account for h.
+
+    Args:
+        sums: (C, T, *h) per-class sums of h.
+        counts: (C,) samples per class.
+        squares: (T,) sums of ||h||^2 over the labelled samples, per step.
+
+    Returns:
+        ((T,) ratios, chance level).
+    """
+    present = counts > 0
+    total = int(counts.sum())
+    if total < 2 or int(present.sum()) < 2:
+        raise ValueError(f"explained_variance needs two labelled classes and two samples, got counts {counts.tolist()}")
+    sums = sums[present].double().flatten(2)  # (C, T, D)
+    n = counts[present].double()
+    overall = sums.sum(0) / total  # (T, D)
+    means = sums / n.view(-1, 1, 1)
+    between = (n.view(-1, 1) * ((means - overall) ** 2).sum(-1)).sum(0)  # (T,)
+    within_total = squares.double() - total * (overall ** 2).sum(-1)
+    ratio = between / within_total.clamp_min(torch.finfo(torch.float64).tiny)
+    return ratio.float(), (int(present.sum()) - 1) / (total - 1)
