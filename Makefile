@@ -24,8 +24,8 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install interpedit with its test dependencies
 
-# The demo: a region autoencoder trained briefly on the shapes world (500 steps: about 26 min on 2 CPU cores;
-# 41 min for the whole demo on a fresh clone), then, on one freshly exported benchmark, the ground-truth metrics of that model, of the committed one and
+# The demo: a region autoencoder trained briefly on the shapes world (500 steps: about 12 min on 2 CPU cores;
+# 32.8 min for the whole demo on a fresh clone, text methods included), then, on one freshly exported benchmark, the ground-truth metrics of that model, of the committed one and
 # of the identity and oracle references, with both models' edit grids and a closing summary. Once the shapes Stable
 # Diffusion pipeline is committed, DiffEdit, DDIM inversion and Guide-and-Rescale (and Learnable Regions, with the
 # inpainting pipeline) are measured too, on a 64 px recolour/reshape benchmark of their own, in a second table.
