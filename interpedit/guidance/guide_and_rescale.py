@@ -127,7 +127,7 @@ class GuidedDenoiser:
                 guider_term = guider_term + weight * guider.term(context)
         cfg_term = self.cfg.weight(step, self.num_steps) * self.cfg.term(context)
         # One factor per image (``RangeRescaler``): each image's term is rescaled against its own CFG term.
-        scale = self.rescaler(guider_term, cfg_term) if active else torch.ones_like(guider_term[:, :1, :1, :1])
+        scale = (self.rescaler if active else IdentityRescaler())(guider_term, cfg_term)
         self.history.append({"step": step, "energy": energy_value, "rescale": scale.flatten().tolist(),
                              "guider_norm": image_norms(scale * guider_term).tolist(),
                              "cfg_norm": image_norms(cfg_term).tolist()})
