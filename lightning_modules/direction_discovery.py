@@ -3,8 +3,10 @@
     python eval.py --config configs/hspace/shapes_pca.yaml          # collect, save, sweep
     python eval.py --config configs/hspace/shapes_supervised.yaml
 
-``test_step`` (what ``eval.py`` runs) and ``predict_step`` sample a batch of the generator's own trajectories (seeds from ``datamodules.noise_seeds``) and
-adds their h to the statistics: a streaming per-timestep and global PCA (``method: pca``), or the per-value sums of
+``test_step`` (what ``eval.py`` runs) and ``predict_step`` take a batch of trajectories and add their h to the
+statistics. The trajectories are the generator's own samples (seeds from ``datamodules.noise_seeds``), or, for
+``pca`` and ``supervised``, DDIM inversions of real labelled images (``datamodules.shapes`` renders, whose exact
+attributes are the labels: the second way of the paper's supervised method). Then come: a streaming per-timestep and global PCA (``method: pca``), or the per-value sums of
 h for each labelled attribute (``method: supervised``, labels from ``interpedit.hspace.shapes_labels``: exact pixel
 read-outs and shape templates), or the top singular vectors of the (masked) Jacobian of each sample
 along its own trajectory (``method: jacobian``, block iteration, cached by everything it depends on). At the end of the epoch the statistics of every rank are merged, the
@@ -25,9 +27,9 @@ from torchvision.utils import make_grid, save_image
 from interpedit.hspace.diffusion_model import HSpaceModel
 from interpedit.hspace.directions_file import save_directions
 from interpedit.hspace.pca import StreamingPCA
-from interpedit.hspace.shapes_labels import ATTRIBUTE_VALUES, shapes_attribute_labels
+from interpedit.hspace.shapes_labels import ATTRIBUTE_VALUES, scene_attribute_labels, shapes_attribute_labels
 from interpedit.hspace.supervised import explained_variance
-from interpedit.hspace.trajectory import HTrajectory, apply_direction, sample_trajectory
+from interpedit.hspace.trajectory import HTrajectory, apply_direction, ddim_inversion, sample_trajectory
 from interpedit.user_errors import OptionError
 
 METHODS = ("pca", "supervised", "jacobian")
@@ -98,8 +100,16 @@ class DirectionDiscoveryModule(LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         model = self.model
-        trajectory = sample_trajectory(model.hspace, model.schedule, self.timesteps, model.noise(batch["seed"]),
-                                       eta=self.eta, generator=torch.Generator().manual_seed(int(batch["seed"][0])))
+        self.trajectories = "DDIM inversions of labelled images" if "image" in batch else "generated samples"
+        if "image" in batch:  # real images: invert them, and label them by their own attributes
+            if self.method == "jacobian":
+                raise OptionError("DirectionDiscoveryModule: method 'jacobian' follows the generator's own samples; "
+                                  "use datamodules.noise_seeds.NoiseSeedsDataModule as its data")
+            trajectory = ddim_inversion(model.hspace, model.schedule, model.encode(batch["image"]), self.timesteps)
+        else:
+            trajectory = sample_trajectory(model.hspace, model.schedule, self.timesteps, model.noise(batch["seed"]),
+                                           eta=self.eta,
+                                           generator=torch.Generator().manual_seed(int(batch["seed"][0])))
         hs = trajectory.hs.float().cpu()
         if self.sweep_trajectory is None:
             self.sweep_trajectory = trajectory.select(slice(0, self.hparams.sweep_samples))
@@ -118,7 +128,10 @@ class DirectionDiscoveryModule(LightningModule):
                 self.pca = StreamingPCA(len(self.timesteps), tuple(hs.shape[2:]), ell=self.sketch_rows)
             self.pca.update(hs)
         else:
-            labels = shapes_attribute_labels(model.decode(trajectory.x0))
+            if "image" in batch:
+                labels = {k: v.cpu() for k, v in scene_attribute_labels(batch).items()}
+            else:
+                labels = shapes_attribute_labels(model.decode(trajectory.x0))
             for attribute, ids in labels.items():
                 values = len(ATTRIBUTE_VALUES[attribute])
                 if attribute not in self.sums:
@@ -133,7 +146,8 @@ class DirectionDiscoveryModule(LightningModule):
                     if bool(chosen.any()):
                         self.sums[attribute][value] += hs[:, chosen].sum(1)
                         self.counts[attribute][value] += int(chosen.sum())
-        return {"seed": batch["seed"], **{f"label/{k}": v for k, v in labels.items()}}
+        first = {"seed": batch["seed"]} if "seed" in batch else {"scene_index": batch["scene_index"]}
+        return {**first, **{f"label/{k}": v for k, v in labels.items()}}
 
     def output_mask(self, shape: tuple[int, ...]) -> torch.Tensor | None:
         """The (1, C, H, W) 0/1 mask of ``mask_box`` on the UNet's output grid, or None."""
@@ -168,6 +182,7 @@ class DirectionDiscoveryModule(LightningModule):
         description: dict[str, Any] = {
             "method": self.method, "model": self.model.source, "kind": self.model.kind, "place": self.model.place,
             "timesteps": self.timesteps, "eta": self.eta,
+            "trajectories": getattr(self, "trajectories", "generated samples"),
         }
         if self.method == "jacobian":
             seeds = torch.tensor([seed for seed, _, _ in self.jacobians])

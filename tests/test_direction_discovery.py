@@ -4,6 +4,7 @@ sweeps; the supervised editing method through eval.py; bad directions folders.""
 from __future__ import annotations
 
 import glob
+import math
 import json
 import sys
 from pathlib import Path
@@ -102,6 +103,52 @@ def test_supervised_directions_then_the_editing_method_through_eval_py(tiny_shap
     assert edit.attribute_change("circle nonsense") is None
     direction = SavedDirections(out).difference("colour", colours[0], colours[2])
     torch.testing.assert_close(direction, torch.full_like(direction, 2.0))
+
+
+def test_supervised_directions_from_inverted_labelled_renders(tiny_shapes_sd_dir, tmp_path, monkeypatch):
+    """The second source of labels: renders are DDIM-inverted and labelled by their scenes' exact attributes, so
+    every single-object render counts and the class means are the inverted h averaged by true value."""
+    monkeypatch.setattr(sys, "argv", ["eval.py"])
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "inverted"
+    eval_main(["--config", str(REPO / "configs/hspace/shapes_supervised_inverted.yaml"),
+               "--model.init_args.model", str(tiny_shapes_sd_dir), "--model.init_args.out", str(out),
+               "--model.init_args.num_inference_steps", "3", "--data.init_args.test_scenes", "6",
+               "--data.init_args.batch_size", "4", "--trainer.default_root_dir", str(tmp_path / "logs"),
+               "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"])
+    saved = SavedDirections(out)
+    assert saved.description["trajectories"] == "DDIM inversions of labelled images"
+    for attribute in ("colour", "shape", "size", "position"):
+        assert int(saved.tensors[f"count.{attribute}"].sum()) == 6  # every render is labelled
+
+    from datamodules.shapes import ShapesDataModule
+    from interpedit.hspace.diffusion_model import HSpaceModel
+    from interpedit.hspace.shapes_labels import scene_attribute_labels
+    from interpedit.hspace.trajectory import ddim_inversion
+
+    data = ShapesDataModule(resolution=64, min_objects=1, max_objects=1, backgrounds=("solid", "gradient"),
+                            train_scenes=0, val_scenes=0, test_scenes=6, batch_size=6, seed=8080)
+    batch = next(iter(data.test_dataloader()))
+    labels = scene_attribute_labels(batch)
+    colours = batch["attributes"]["colour"][:, 0]
+    assert torch.equal(labels["colour"], colours)
+    model = HSpaceModel(str(tiny_shapes_sd_dir), "after")
+    hs = ddim_inversion(model.hspace, model.schedule, model.encode(batch["image"]), saved.description["timesteps"]).hs
+    value = int(colours[0])
+    expected = hs[:, colours == value].mean(1)
+    torch.testing.assert_close(saved.tensors["mean.colour"][value], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_scene_labels_leave_multi_object_scenes_unlabelled():
+    from interpedit.hspace.shapes_labels import scene_attribute_labels
+
+    batch = {"region_valid": torch.tensor([[True, False], [True, True]]),
+             "attributes": {"colour": torch.tensor([[2, -1], [1, 3]]), "shape": torch.tensor([[0, -1], [4, 1]]),
+                            "size": torch.tensor([[1, -1], [0, 2]])},
+             "position": torch.tensor([[[0.9, 0.1], [0.0, 0.0]], [[0.5, 0.5], [0.1, 0.1]]])}
+    labels = scene_attribute_labels(batch)
+    assert labels["colour"].tolist() == [2, -1] and labels["shape"].tolist() == [0, -1]
+    assert labels["size"].tolist() == [1, -1] and labels["position"].tolist() == [2, -1]  # (x 0.9, y 0.1): top right
 
 
 def test_projection_onto_a_span_per_step():
@@ -227,3 +274,49 @@ def test_masked_jacobian_directions_per_sample_are_saved_and_cached(tiny_shapes_
     discover("configs/hspace/shapes_jacobian.yaml", tiny_shapes_sd_dir, out, tmp_path, jacobian_vectors="2",
              jacobian_steps="[0, 2]", mask_box="[0.5, 0.0, 1.0, 1.0]")
     assert len(sorted((tmp_path / "jacobian-cache").glob("*.safetensors"))) == 12  # another mask: new entries
+
+
+def test_sweep_effects_read_the_object_and_its_changes():
+    """The sweep read-outs on hand-made renders: a shift to the right, a recolour, a bigger object, a new
+    background, and the change inside and outside a mask."""
+    from interpedit.hspace.sweep_effects import attribute_shifts, masked_change, object_box_mask, object_readout
+    from interpedit.shapes.attributes import COLOURS, PALETTE
+
+    def render(colour, x0, size, background):
+        image = torch.full((3, 32, 32), background / 255.0)
+        image[:, 10 : 10 + size, x0 : x0 + size] = torch.tensor(PALETTE[colour]).view(3, 1, 1) / 255.0
+        return image
+
+    low = torch.stack([render("red", 4, 6, 120), render("red", 4, 6, 120), render("red", 4, 6, 120)])
+    high = torch.stack([render("red", 20, 6, 120), render("blue", 4, 6, 120), render("red", 4, 12, 150)])
+    readout = object_readout(low)
+    assert readout["colour"].tolist() == [COLOURS.index("red")] * 3
+    torch.testing.assert_close(readout["x"], torch.full((3,), 7 / 32))  # columns 4-9: (6.5 + 0.5) / 32
+    shifts = attribute_shifts(low, high)
+    assert shifts["found"] == 1.0
+    assert shifts["x_signed"] == pytest.approx((16 + 3) / 32 / 3)  # the growth moves the centre too and shifts["y_signed"] == pytest.approx(3 / 32 / 3)
+    assert shifts["colour"] == pytest.approx(1 / 3)
+    assert shifts["size_signed"] == pytest.approx(math.log(4) / 3, rel=1e-5)
+    assert shifts["background"] == pytest.approx(30 / 3, rel=1e-4)
+    box = object_box_mask(readout["mask"][:1], grow=1)
+    assert int(box.sum()) == 8 * 8
+    inside, outside = masked_change(low[:1], high[1:2], readout["mask"][:1])
+    assert inside > 100 and outside == 0.0
+
+
+def test_pca_sweep_effects_command_on_a_tiny_pipeline(tiny_shapes_sd_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["eval.py"])
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "pca"
+    discover("configs/hspace/shapes_pca.yaml", tiny_shapes_sd_dir, out, tmp_path, components="2",
+             sweep_directions="1", sweep_samples="1")
+    from interpedit.hspace.sweep_effects import main
+
+    main(["pca", "--directions", str(out), "--num-samples", "3", "--components", "2", "--out",
+          str(tmp_path / "effects.json")])
+    rows = json.loads((tmp_path / "effects.json").read_text())
+    assert [row["component"] for row in rows] == [0, 1]
+    assert all(0 <= row["background"] for row in rows)
+    assert "| pc1 |" in capsys.readouterr().out
+    with pytest.raises(Exception, match="components"):
+        main(["pca", "--directions", str(out), "--num-samples", "1", "--components", "9"])

@@ -123,6 +123,23 @@ def shapes_attribute_labels(images: Tensor, single_object: bool = True) -> dict[
             "size": torch.where(found, readout["size"], missing), "position": position}
 
 
+def scene_attribute_labels(batch: dict) -> dict[str, Tensor]:
+    """Exact labels of a batch of rendered shapes scenes (``datamodules.shapes``): ``{attribute: (B,) long id}`` for
+    colour, shape, size and position cell, from the scene's own attributes. Scenes with more than one object get -1,
+    since their colour or position is not one attribute."""
+    from interpedit.shapes.attributes import position_cell
+
+    valid = batch["region_valid"].bool()
+    single = valid.sum(1) == 1
+    attributes = batch["attributes"]
+    missing = torch.full_like(attributes["colour"][:, 0], -1)
+    labels = {name: torch.where(single, attributes[name][:, 0], missing) for name in ("colour", "shape", "size")}
+    cells = [position_cell((float(x), float(y))) for x, y in batch["position"][:, 0].tolist()]
+    position = torch.tensor([row * 3 + column for row, column in cells], dtype=torch.long, device=missing.device)
+    labels["position"] = torch.where(single, position, missing)
+    return labels
+
+
 def labeller_accuracy(count: int, seed: int, batch_size: int = 64,
                       backgrounds: tuple[str, ...] = ("solid", "gradient")) -> dict[str, float]:
     """Accuracy of ``shapes_attribute_labels`` on ``count`` held-out single-object renders (64 px)."""
