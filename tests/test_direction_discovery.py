@@ -315,7 +315,7 @@ def test_pca_sweep_effects_command_on_a_tiny_pipeline(tiny_shapes_sd_dir, tmp_pa
     main(["pca", "--directions", str(out), "--num-samples", "3", "--components", "2", "--out",
           str(tmp_path / "effects.json")])
     rows = json.loads((tmp_path / "effects.json").read_text())
-    assert [row["component"] for row in rows] == [0, 1]
+    assert [row["component"] for row in rows] == ["pc0", "pc1", "random"]
     assert all(0 <= row["background"] for row in rows)
     assert "| pc1 |" in capsys.readouterr().out
     with pytest.raises(Exception, match="components"):

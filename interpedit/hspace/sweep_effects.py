@@ -132,9 +132,12 @@ def _trajectories(model: Any, description: dict[str, Any], count: int, first_see
 
 
 def pca_effects(directions: str, num_samples: int = 64, first_seed: int = 100_000, scale: float = 2.0,
-                components: int = 5, global_pca: bool = False, batch_size: int = 16) -> list[dict[str, float]]:
+                components: int = 5, global_pca: bool = False, batch_size: int = 16,
+                control: bool = True) -> list[dict[str, Any]]:
     """``attribute_shifts`` between scale ``-scale`` and ``+scale`` along each of the first principal components,
-    over ``num_samples`` fresh samples of the model the directions were found in (seeds from ``first_seed``)."""
+    over ``num_samples`` fresh samples of the model the directions were found in (seeds from ``first_seed``). With
+    ``control``, a last row ``random`` does the same along a random direction of the first component's norm at every
+    step, the level at which a change says nothing about the component."""
     from interpedit.hspace.diffusion_model import HSpaceModel
     from interpedit.hspace.directions_file import SavedDirections
     from interpedit.hspace.trajectory import apply_direction
@@ -144,6 +147,11 @@ def pca_effects(directions: str, num_samples: int = 64, first_seed: int = 100_00
         raise OptionError(f"--directions: {directions} holds {saved.method!r} directions; this needs PCA ones")
     model = HSpaceModel(saved.description["model"], saved.description["place"])
     offsets = pca_offsets(saved.tensors, components, global_pca)
+    if control:  # a random direction with the first component's norm at every step: what any offset changes
+        noise = torch.randn(offsets[0].shape, generator=torch.Generator().manual_seed(first_seed))
+        steps = noise.shape[0]
+        offsets.append(noise / noise.reshape(steps, -1).norm(dim=1).view(-1, *[1] * (noise.ndim - 1))
+                       * offsets[0].reshape(steps, -1).norm(dim=1).view(-1, *[1] * (noise.ndim - 1)))
     lows: list[list[Tensor]] = [[] for _ in offsets]
     highs: list[list[Tensor]] = [[] for _ in offsets]
     for trajectory in _trajectories(model, saved.description, num_samples, first_seed, batch_size):
@@ -153,22 +161,24 @@ def pca_effects(directions: str, num_samples: int = 64, first_seed: int = 100_00
             highs[k].append(model.decode(edited[1]))
     rows = []
     for k in range(len(offsets)):
-        row = {"component": k, **attribute_shifts(torch.cat(lows[k]), torch.cat(highs[k]))}
+        name = f"pc{k}" if k < components else "random"
+        row = {"component": name, **attribute_shifts(torch.cat(lows[k]), torch.cat(highs[k]))}
         rows.append(row)
-        print(f"pc{k}: " + ", ".join(f"{name} {row[name]:.3f}" for name in EFFECTS), flush=True)
+        print(f"{name}: " + ", ".join(f"{effect} {row[effect]:.3f}" for effect in EFFECTS), flush=True)
     return rows
 
 
-def jacobian_locality(directions: str, num_samples: int = 16, first_seed: int = 200_000, scale: float = 1.0,
+def jacobian_locality(directions: str, num_samples: int = 16, first_seed: int = 200_000, scale: float = 4.0,
                       vectors: int = 1, grow: int = 2, max_iterations: int = 30, tol: float = 1e-3,
                       candidates: int = 256) -> dict[str, Any]:
     """The change inside a one-object mask against outside it, for the masked Jacobian's top singular vector and for
-    the first principal component at the same norm per step.
+    the first principal component, at the same norm at every step.
 
     Samples of exactly two objects are drawn from fresh seeds (up to ``candidates`` tried); the mask is the box of
     the sample's dominant-colour object grown by ``grow`` pixels, resized to the UNet's output grid by area. Both
-    directions are applied at ``scale`` times the Jacobian vector's per-step norm (its singular value), with the
-    sign of each chosen so that it moves the sample along the vector (the PCA one aligned to it by its dot product).
+    directions get, at each step, the norm of ``scale`` standard deviations along the first principal component;
+    the principal component's sign is aligned with the Jacobian vector's (their dot product), whose own sign is
+    the solver's.
     """
     from interpedit.hspace.diffusion_model import HSpaceModel
     from interpedit.hspace.directions_file import SavedDirections
@@ -203,14 +213,15 @@ def jacobian_locality(directions: str, num_samples: int = 16, first_seed: int = 
         output_mask = (grid > 0).float().expand(1, output_shape[0], *output_shape[-2:]).contiguous()
         found = jacobian_directions(model.hspace, model.schedule, trajectory, vectors, output_mask,
                                     max_iterations=max_iterations, tol=tol, seed=index)
-        vector = found.vectors[0] * found.values[0].view(-1, *[1] * (found.vectors.ndim - 2))  # (T, *h)
-        norms = vector.flatten(1).norm(dim=1)
+        norms = scale * pca.flatten(1).norm(dim=1)  # (T,): `scale` std along the first component
+        unit = found.vectors[0].flatten(1)
+        vector = (unit / unit.norm(dim=1, keepdim=True).clamp(min=1e-12) * norms[:, None]).reshape(pca.shape)
         pc = pca.flatten(1)
-        signs = torch.sign((pc * vector.flatten(1)).sum(1))
+        signs = torch.sign((pc * unit).sum(1))
         signs[signs == 0] = 1
         matched = (pc / pc.norm(dim=1, keepdim=True).clamp(min=1e-12) * (norms * signs)[:, None]).reshape(pca.shape)
         for name, direction in (("jacobian", vector), ("pca", matched)):
-            edited = apply_direction(model.hspace, model.schedule, trajectory, direction.to(trajectory.x0), scale)
+            edited = apply_direction(model.hspace, model.schedule, trajectory, direction.to(trajectory.x0), 1.0)
             results[name].append(masked_change(image, model.decode(edited), mask))
         print(f"sample {index + 1}/{len(chosen)}: jacobian in/out {results['jacobian'][-1][0]:.2f}/"
               f"{results['jacobian'][-1][1]:.2f}, pca in/out {results['pca'][-1][0]:.2f}/{results['pca'][-1][1]:.2f}",
@@ -236,12 +247,13 @@ def main(argv: list[str] | None = None) -> None:
     pca.add_argument("--scale", type=float, default=2.0, help="the sweep runs from -scale to +scale std")
     pca.add_argument("--components", type=int, default=5)
     pca.add_argument("--global-pca", action="store_true", help="the global components instead of per-step ones")
+    pca.add_argument("--no-control", action="store_true", help="leave out the random-direction row")
     pca.add_argument("--out", help="write the table as JSON here")
     jac = sub.add_parser("jacobian", help="change inside a one-object mask against outside: Jacobian against PCA")
     jac.add_argument("--directions", required=True, help="a folder written with method: pca (the comparison)")
     jac.add_argument("--num-samples", type=int, default=16)
     jac.add_argument("--first-seed", type=int, default=200_000)
-    jac.add_argument("--scale", type=float, default=1.0)
+    jac.add_argument("--scale", type=float, default=4.0, help="both directions' norm, in std of the first PC")
     jac.add_argument("--max-iterations", type=int, default=30)
     jac.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -249,13 +261,13 @@ def main(argv: list[str] | None = None) -> None:
         raise OptionError(f"--num-samples: must be at least 1, got {args.num_samples}")
     if args.command == "pca":
         result: Any = pca_effects(args.directions, args.num_samples, args.first_seed, args.scale, args.components,
-                                  args.global_pca)
+                                  args.global_pca, control=not args.no_control)
         print(f"\nprincipal components of {args.directions}, {args.num_samples} samples, scale -{args.scale} vs "
               f"+{args.scale} std:")
         print("| component | x shift | y shift | size (log area) | colour changed | shape changed | background |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for row in result:
-            print(f"| pc{row['component']} | {row['x']:.3f} ({row['x_signed']:+.3f}) | {row['y']:.3f} "
+            print(f"| {row['component']} | {row['x']:.3f} ({row['x_signed']:+.3f}) | {row['y']:.3f} "
                   f"({row['y_signed']:+.3f}) | {row['size']:.3f} ({row['size_signed']:+.3f}) | {row['colour']:.3f} | "
                   f"{row['shape']:.3f} | {row['background']:.1f} |")
     else:
