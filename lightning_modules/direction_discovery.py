@@ -81,6 +81,7 @@ class DirectionDiscoveryModule(LightningModule):
         self.squares: dict[str, torch.Tensor] = {}
         self.jacobians: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self.sweep_trajectory: HTrajectory | None = None
+        self.trajectories = "generated samples"  # what the statistics were collected over (set by the batches)
 
     def on_test_start(self) -> None:
         self.on_predict_start()
@@ -182,7 +183,7 @@ class DirectionDiscoveryModule(LightningModule):
         description: dict[str, Any] = {
             "method": self.method, "model": self.model.source, "kind": self.model.kind, "place": self.model.place,
             "timesteps": self.timesteps, "eta": self.eta,
-            "trajectories": getattr(self, "trajectories", "generated samples"),
+            "trajectories": self.trajectories,
         }
         if self.method == "jacobian":
             seeds = torch.tensor([seed for seed, _, _ in self.jacobians])

@@ -240,22 +240,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m interpedit.hspace.sweep_effects", description=__doc__.split(
         "\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    pca = sub.add_parser("pca", help="attributes moved by each principal component's sweep")
-    pca.add_argument("--directions", required=True, help="a folder written with method: pca")
-    pca.add_argument("--num-samples", type=int, default=64)
-    pca.add_argument("--first-seed", type=int, default=100_000)
-    pca.add_argument("--scale", type=float, default=2.0, help="the sweep runs from -scale to +scale std")
+    def command(name: str, help: str, samples: int, seed: int, scale: float, scale_help: str, directions_help: str,
+                out_help: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help)
+        parser.add_argument("--directions", required=True, help=directions_help)
+        parser.add_argument("--num-samples", type=int, default=samples)
+        parser.add_argument("--first-seed", type=int, default=seed)
+        parser.add_argument("--scale", type=float, default=scale, help=scale_help)
+        parser.add_argument("--out", help=out_help)
+        return parser
+
+    pca = command("pca", "attributes moved by each principal component's sweep", 64, 100_000, 2.0,
+                  "the sweep runs from -scale to +scale std", "a folder written with method: pca",
+                  "write the table as JSON here")
     pca.add_argument("--components", type=int, default=5)
     pca.add_argument("--global-pca", action="store_true", help="the global components instead of per-step ones")
     pca.add_argument("--no-control", action="store_true", help="leave out the random-direction row")
-    pca.add_argument("--out", help="write the table as JSON here")
-    jac = sub.add_parser("jacobian", help="change inside a one-object mask against outside: Jacobian against PCA")
-    jac.add_argument("--directions", required=True, help="a folder written with method: pca (the comparison)")
-    jac.add_argument("--num-samples", type=int, default=16)
-    jac.add_argument("--first-seed", type=int, default=200_000)
-    jac.add_argument("--scale", type=float, default=4.0, help="both directions' norm, in std of the first PC")
+    jac = command("jacobian", "change inside a one-object mask against outside: Jacobian against PCA", 16, 200_000,
+                  4.0, "both directions' norm, in std of the first PC",
+                  "a folder written with method: pca (the comparison)", "write the figures as JSON here")
     jac.add_argument("--max-iterations", type=int, default=30)
-    jac.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
     if args.num_samples < 1:
         raise OptionError(f"--num-samples: must be at least 1, got {args.num_samples}")
