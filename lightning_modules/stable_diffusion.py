@@ -158,7 +158,11 @@ class TextToImageModule(LightningModule):
         weights = None
         if self.hparams.min_snr_gamma is not None:
             weights = min_snr_weights(self.schedule, t, self.hparams.min_snr_gamma, floor=self.hparams.snr_floor)
-        return diffusion_loss(output, training_target(self.schedule, latents, noise, t), weights)
+        return diffusion_loss(output, training_target(self.schedule, latents, noise, t), weights, self.pixel_weights(extra))
+
+    def pixel_weights(self, extra: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
+        """Per-latent-pixel loss weights (B, 1, h, w) for ``diffusion_loss``'s soft mask; None weighs all alike."""
+        return None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.denoising_loss(batch, self.step_generator(batch_idx))
@@ -229,6 +233,8 @@ class InpaintingModule(TextToImageModule):
         object_dilation: pixels by which object masks grow.
         box_margin: range of the margin added around object boxes, in pixels.
         random_box_side: range of random boxes' sides, as a fraction of the image side.
+        known_region_weight: loss weight of the latent pixels outside the mask (the known region, which the UNet
+            should copy from the masked-image latents) relative to those inside; 1 weighs all alike, as SD does.
         **kwargs: see ``TextToImageModule``.
     """
 
@@ -240,10 +246,13 @@ class InpaintingModule(TextToImageModule):
         object_dilation: int = 2,
         box_margin: tuple[int, int] = (0, 6),
         random_box_side: tuple[float, float] = (0.15, 0.6),
+        known_region_weight: float = 1.0,
         **kwargs: Any,
     ) -> None:
         if len(mask_probabilities) != len(MASK_KINDS):
             raise OptionError(f"InpaintingModule.mask_probabilities: need one value for each of {MASK_KINDS}")
+        if not known_region_weight > 0:
+            raise OptionError(f"InpaintingModule.known_region_weight: {known_region_weight} must be > 0")
         super().__init__(components, unet, **kwargs)
         self.save_hyperparameters()
 
@@ -259,6 +268,13 @@ class InpaintingModule(TextToImageModule):
             box_margin=tuple(self.hparams.box_margin), random_box_side=tuple(self.hparams.random_box_side),
         )
         return masks
+
+    def pixel_weights(self, extra: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
+        weight = self.hparams.known_region_weight
+        if extra is None or weight == 1.0:
+            return None
+        latent_masks = extra[0]  # (B, 1, h, w), 1 where the UNet repaints
+        return latent_masks + weight * (1.0 - latent_masks)
 
     @torch.no_grad()
     def extra_inputs(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
