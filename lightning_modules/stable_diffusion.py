@@ -274,7 +274,8 @@ class InpaintingModule(TextToImageModule):
         if extra is None or weight == 1.0:
             return None
         latent_masks = extra[0]  # (B, 1, h, w), 1 where the UNet repaints
-        return latent_masks + weight * (1.0 - latent_masks)
+        # diffusion_loss takes weights in [0, 1] and normalises by their sum, so only the ratio matters.
+        return (latent_masks + weight * (1.0 - latent_masks)) / max(weight, 1.0)
 
     @torch.no_grad()
     def extra_inputs(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -118,6 +118,16 @@ def test_inpainting_loss_weighs_the_known_region(tiny_shapes_sd_dir):
     extra = (masks, torch.zeros(2, 4, 4, 4))
     assert plain.pixel_weights(extra) is None
     weights = weighted.pixel_weights(extra)
-    assert torch.equal(weights[:, :, :2], torch.ones(2, 1, 2, 4)) and torch.equal(weights[:, :, 2:], torch.full((2, 1, 2, 4), 4.0))
+    # Inside the mask 1/4 of the known region's weight, scaled into [0, 1] as diffusion_loss's soft mask wants.
+    assert torch.equal(weights[:, :, :2], torch.full((2, 1, 2, 4), 0.25)) and torch.equal(weights[:, :, 2:], torch.ones(2, 1, 2, 4))
+    # The weights reach the training loss.
+    from datamodules.shapes import ShapesDataset
+
+    items = [ShapesDataset("train", num_scenes=2, resolution=64)[i] for i in range(2)]
+    batch = {"image": torch.stack([item["image"] for item in items]), "caption": [item["caption"] for item in items],
+             "masks": torch.stack([item["masks"] for item in items]),
+             "region_valid": torch.stack([item["region_valid"] for item in items])}
+    losses = [module.denoising_loss(batch, torch.Generator().manual_seed(0)) for module in (plain, weighted)]
+    assert torch.isfinite(losses[1]) and not torch.isclose(losses[0], losses[1])
     with pytest.raises(ValueError, match="known_region_weight: 0.0 must be > 0"):
         InpaintingModule(components=components, unet=components, known_region_weight=0.0)

@@ -183,3 +183,26 @@ def test_word_gap_command_prints_a_table_and_rejects_bad_timesteps(tiny_shapes_s
         sd_main(["word-gap", "--model", str(tiny_shapes_sd_dir), "--timesteps", "900,1000"])
     with pytest.raises(OptionError, match="--timesteps"):
         sd_main(["word-gap", "--model", str(tiny_shapes_sd_dir), "--timesteps", "nine"])
+
+
+def test_swapped_colour_captions_exchange_only_the_colours():
+    from interpedit.stable_diffusion.word_loss_gap import swapped_colour_captions
+
+    scenes = two_object_scenes(6, seed=5)
+    for scene, swapped in zip(scenes, swapped_colour_captions(scenes)):
+        first, second = scene["scene"].objects
+        true_words, new_words = scene["caption"].split(), swapped.split()
+        assert len(true_words) == len(new_words)
+        differing = sorted((a, b) for a, b in zip(true_words, new_words) if a != b)
+        assert differing == sorted([(first.colour, second.colour), (second.colour, first.colour)])
+    with pytest.raises(ValueError, match="two objects of different colours"):
+        swapped_colour_captions(held_out_scenes(2, seed=1, min_objects=1, max_objects=1))
+
+
+def test_binding_gap_command_compares_the_swapped_caption(tiny_shapes_sd_dir, tmp_path, capsys):
+    out = tmp_path / "binding.json"
+    sd_main(["word-gap", "--model", str(tiny_shapes_sd_dir), "--binding", "--num-scenes", "4", "--timesteps", "900",
+             "--out", str(out)])
+    assert "swapped / true" in capsys.readouterr().out
+    losses = json.loads(out.read_text())["900"]
+    assert set(losses) == {"true", "swapped", "empty"} and losses["swapped"] != losses["true"]

@@ -97,6 +97,8 @@ def main(argv: Sequence[str] | None = None, *, export: Callable[..., Path] | Non
     gap.add_argument("--num-scenes", type=int, default=48, help="held-out single-object scenes")
     gap.add_argument("--seed", type=int, default=0, help="scene, noise and replacement-word seed")
     gap.add_argument("--timesteps", default="980,900,800,650,500,300", help="comma-separated training timesteps")
+    gap.add_argument("--binding", action="store_true",
+                     help="two-object scenes instead: the loss with the two colours swapped between the objects")
     gap.add_argument("--out", help="also write the losses as JSON here")
     args = parser.parse_args(argv)
     if args.command == "components":
@@ -113,7 +115,7 @@ def main(argv: Sequence[str] | None = None, *, export: Callable[..., Path] | Non
         print(f"wrote {path}")
     elif args.command == "word-gap":
         write_word_gaps(args.model, num_scenes=args.num_scenes, seed=args.seed,
-                        timesteps=_integers(args.timesteps, "--timesteps"), out=args.out)
+                        timesteps=_integers(args.timesteps, "--timesteps"), out=args.out, binding=args.binding)
     else:
         run_evaluate(args)
 
@@ -126,19 +128,26 @@ def _integers(text: str, option: str) -> list[int]:
 
 
 def write_word_gaps(model: str, *, num_scenes: int, seed: int, timesteps: Sequence[int],
-                    out: str | None = None) -> dict[int, dict[str, float]]:
-    """Print (and optionally save as JSON) ``word_loss_gaps`` of a pipeline on held-out single-object scenes."""
+                    out: str | None = None, binding: bool = False) -> dict[int, dict[str, float]]:
+    """Print (and optionally save as JSON) ``word_loss_gaps`` of a pipeline on held-out single-object scenes, or
+    with ``binding`` its ``binding_loss_gaps`` on held-out two-object scenes."""
     from interpedit.backbones.stable_diffusion import load_stable_diffusion
-    from interpedit.stable_diffusion.quality import held_out_scenes
-    from interpedit.stable_diffusion.word_loss_gap import loss_gap_table, word_loss_gaps
+    from interpedit.stable_diffusion.quality import held_out_scenes, two_object_scenes
+    from interpedit.stable_diffusion.word_loss_gap import binding_loss_gaps, loss_gap_table, word_loss_gaps
 
     if any(not 0 <= t < 1000 for t in timesteps) or not timesteps:
         raise OptionError(f"--timesteps: {list(timesteps)} must be one or more training timesteps in [0, 1000)")
     components = load_stable_diffusion(model, inpainting=False)
-    scenes = held_out_scenes(num_scenes, seed=seed, min_objects=1, max_objects=1, namespace=7)
-    results = word_loss_gaps(components, scenes, timesteps=timesteps, seed=seed)
-    print(f"{model}: denoising loss with one caption word changed, relative to the true caption "
-          f"({num_scenes} single-object scenes; above 1: the UNet uses that word)")
+    if binding:
+        scenes = two_object_scenes(num_scenes, seed=seed + 7)
+        results = binding_loss_gaps(components, scenes, timesteps=timesteps, seed=seed)
+        print(f"{model}: denoising loss with the two objects' colours swapped, relative to the true caption "
+              f"({len(scenes)} two-object scenes; above 1: the UNet binds each colour to its own object)")
+    else:
+        scenes = held_out_scenes(num_scenes, seed=seed, min_objects=1, max_objects=1, namespace=7)
+        results = word_loss_gaps(components, scenes, timesteps=timesteps, seed=seed)
+        print(f"{model}: denoising loss with one caption word changed, relative to the true caption "
+              f"({num_scenes} single-object scenes; above 1: the UNet uses that word)")
     print(loss_gap_table(results))
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -65,11 +65,48 @@ def word_loss_gaps(components: Any, scenes: Sequence[dict[str, Any]], *,
     """
     if any(len(scene["scene"].objects) != 1 for scene in scenes):
         raise ValueError("word_loss_gaps: every scene must hold exactly one object (held_out_scenes(max_objects=1))")
-    schedule = NoiseSchedule.from_scheduler(components.scheduler)
     rng = np.random.default_rng(seed)
     captions = {"true": [scene["caption"] for scene in scenes]}
     captions.update({kind: changed_captions(scenes, kind, rng) for kind in WORD_KINDS})
     captions["empty"] = [""] * len(scenes)
+    return caption_losses(components, scenes, captions, timesteps=timesteps, seed=seed, batch_size=batch_size)
+
+
+def swapped_colour_captions(scenes: Sequence[dict[str, Any]]) -> list[str]:
+    """Two-object captions with the objects' colours exchanged: the same words, bound the other way round."""
+    captions = []
+    for scene in scenes:
+        objects = scene["scene"].objects
+        if len(objects) != 2 or objects[0].colour == objects[1].colour:
+            raise ValueError("swapped_colour_captions: every scene must hold two objects of different colours "
+                             "(quality.two_object_scenes)")
+        first, second = (object_words(obj) for obj in objects)
+        first["colour"], second["colour"] = second["colour"], first["colour"]
+        captions.append(f"{phrase(first)} and {phrase(second)}")
+    return captions
+
+
+@torch.no_grad()
+def binding_loss_gaps(components: Any, scenes: Sequence[dict[str, Any]], *,
+                      timesteps: Sequence[int] = DEFAULT_TIMESTEPS, seed: int = 0,
+                      batch_size: int = 16) -> dict[int, dict[str, float]]:
+    """``{t: {"true": mse, "swapped": mse, "empty": mse}}`` on two-object scenes of different colours.
+
+    ``swapped`` names the same colours, shapes, sizes and positions as the true caption, with the two colours
+    exchanged between the objects, so only a UNet that binds each colour to its own clause tells the two apart: a
+    ratio swapped / true of 1 means no binding at all.
+    """
+    captions = {"true": [scene["caption"] for scene in scenes], "swapped": swapped_colour_captions(scenes),
+                "empty": [""] * len(scenes)}
+    return caption_losses(components, scenes, captions, timesteps=timesteps, seed=seed, batch_size=batch_size)
+
+
+@torch.no_grad()
+def caption_losses(components: Any, scenes: Sequence[dict[str, Any]], captions: dict[str, Sequence[str]], *,
+                   timesteps: Sequence[int], seed: int, batch_size: int) -> dict[int, dict[str, float]]:
+    """``{t: {name: mse}}``: the UNet's noise-prediction loss on the scenes' latents noised at each ``t`` with one
+    fixed noise, conditioned on each list of ``captions`` (one caption per scene)."""
+    schedule = NoiseSchedule.from_scheduler(components.scheduler)
     images = torch.stack([scene["image"] for scene in scenes])
     unet = components.unet
     parameter = next(unet.parameters())
@@ -84,7 +121,7 @@ def word_loss_gaps(components: Any, scenes: Sequence[dict[str, Any]], *,
             total = 0.0
             for start in range(0, len(scenes), batch_size):
                 end = start + batch_size
-                states = encode_prompts(components.tokenizer, components.text_encoder, texts[start:end])
+                states = encode_prompts(components.tokenizer, components.text_encoder, list(texts[start:end]))
                 prediction = unet(noisy[start:end].to(parameter.dtype), steps[start:end],
                                   encoder_hidden_states=states.to(parameter.device, parameter.dtype)).sample
                 total += float(((prediction.float() - noise[start:end]) ** 2).mean(dim=(1, 2, 3)).sum())
