@@ -38,7 +38,7 @@ CLAUSE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "size": SIZES,
     "colour": COLOURS,
     "shape": SHAPES,
-    "position": tuple(POSITION_WORDS),
+    "position": POSITION_WORDS,
 }
 """The attributes a clause names, with their values in class-id order."""
 
@@ -111,7 +111,6 @@ def clause_targets(captions: Sequence[str], length: int) -> dict[str, Tensor]:
 def _clauses(words: Sequence[str]) -> list[tuple[int, int, dict[str, tuple[int, int]]]]:
     """(first token, token after the clause, {attribute: (token of its last word, class id)}) per clause."""
     clauses, start = [], 0
-    positions = sorted(POSITION_WORDS, key=lambda phrase: -len(phrase.split(" ")))
     for stop in [i for i, word in enumerate(words) if word == "and"] + [len(words)]:
         clause = words[start:stop]
         values: dict[str, tuple[int, int]] = {}
@@ -120,12 +119,11 @@ def _clauses(words: Sequence[str]) -> list[tuple[int, int, dict[str, tuple[int, 
             for name in ("size", "colour", "shape"):
                 if word in CLAUSE_ATTRIBUTES[name]:
                     values[name] = (token, CLAUSE_ATTRIBUTES[name].index(word))
-        if "the" in clause:
-            tail = " ".join(clause[len(clause) - 1 - clause[::-1].index("the") + 1:])
-            for phrase in positions:
-                if tail == phrase:
-                    values["position"] = (start + len(clause), POSITION_WORDS.index(phrase))
-                    break
+        if "the" in clause:  # the position phrase is everything after the clause's last "the"
+            last_the = len(clause) - 1 - clause[::-1].index("the")
+            tail = " ".join(clause[last_the + 1:])
+            if tail in POSITION_WORDS:
+                values["position"] = (start + len(clause), POSITION_WORDS.index(tail))
         clauses.append((start + 1, stop + 1, values))
         start = stop + 1
     return clauses
