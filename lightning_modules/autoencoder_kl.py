@@ -21,7 +21,8 @@ from interpedit.diffusion import EMA
 from interpedit.metrics.reconstruction import reconstruction_psnr
 from interpedit.optim import cosine_schedule_with_warmup
 from interpedit.stable_diffusion.vae_training import RECONSTRUCTION_LOSSES, random_crops, vae_loss
-from interpedit.user_errors import MissingFileError, OptionError, run_command
+from interpedit.user_errors import OptionError, run_command
+from lightning_modules.checkpoints import load_system
 
 
 TRAINABLE_PARTS = ("all", "decoder")
@@ -173,16 +174,7 @@ class AutoencoderKLModule(LightningModule):
 def export_vae(checkpoint: str | Path, out: str | Path, use_ema: bool = True) -> Path:
     """Write a checkpoint's VAE as a diffusers folder (``config.json`` + ``diffusion_pytorch_model.safetensors``),
     with ``scaling_factor`` set to 1 / the latent std measured at its last validation."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise MissingFileError(f"{checkpoint}: no such checkpoint file (--ckpt)")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    try:
-        hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}
-        module = AutoencoderKLModule(**hparams)
-        module.load_state_dict(state["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise ValueError(f"{checkpoint}: not a checkpoint of AutoencoderKLModule ({str(exc).splitlines()[0]})") from exc
+    module, _ = load_system(checkpoint, lambda hparams, state: AutoencoderKLModule(**hparams), "AutoencoderKLModule")
     std = float(module.latent_std)
     with module.averaged() if use_ema else nullcontext():
         module.vae.register_to_config(scaling_factor=round(1.0 / std, 5))

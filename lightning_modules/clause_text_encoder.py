@@ -31,7 +31,8 @@ from interpedit.stable_diffusion.clause_binding import (
     trainable_layers,
 )
 from interpedit.stable_diffusion.text_conditioning import encode_prompts, word_sensitivity
-from interpedit.user_errors import MissingFileError, OptionError, run_command
+from interpedit.user_errors import OptionError, run_command
+from lightning_modules.checkpoints import load_system
 
 
 class ClauseTextEncoderModule(LightningModule):
@@ -132,17 +133,9 @@ def export_components(checkpoint: str | Path, out: str | Path) -> Path:
     with the other parts of the ``components`` the run extended."""
     from interpedit.stable_diffusion.pipeline_folder import save_components_folder
 
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise MissingFileError(f"{checkpoint}: no such checkpoint file (--ckpt)")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    try:
-        hparams = {key: value for key, value in state["hyper_parameters"].items() if not key.startswith("_")}
-        module = ClauseTextEncoderModule(**hparams)
-        module.load_state_dict(state["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise ValueError(f"{checkpoint}: not a ClauseTextEncoderModule checkpoint ({str(exc).splitlines()[0]})") from exc
-    frozen = load_stable_diffusion(hparams["components"], components=("vae", "scheduler"))
+    module, _ = load_system(checkpoint, lambda hparams, state: ClauseTextEncoderModule(**hparams),
+                            "ClauseTextEncoderModule")
+    frozen = load_stable_diffusion(module.hparams.components, components=("vae", "scheduler"))
     sensitivity = word_sensitivity(module.tokenizer, module.text_encoder)
     print("text encoder word sensitivity: " + ", ".join(f"{key} {value:.3f}" for key, value in sensitivity.items()))
     text_encoder = module.text_encoder.eval().requires_grad_(False)

@@ -34,7 +34,8 @@ from interpedit.stable_diffusion.inpainting_unet import (
 from interpedit.stable_diffusion.latents import encode_images
 from interpedit.stable_diffusion.sampling import sample_images
 from interpedit.stable_diffusion.text_conditioning import encode_prompts
-from interpedit.user_errors import MissingFileError, OptionError, run_command
+from interpedit.user_errors import OptionError, run_command
+from lightning_modules.checkpoints import load_system
 
 
 def build_unet(unet: str | dict[str, Any]) -> UNet2DConditionModel:
@@ -304,20 +305,15 @@ class InpaintingModule(TextToImageModule):
 # ---------------------------------------------------------------------- command line
 def load_checkpoint_module(checkpoint: str | Path) -> TextToImageModule:
     """Rebuild the system a ``.ckpt`` was written by (text-to-image or inpainting) and load its weights."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise MissingFileError(f"{checkpoint}: no such checkpoint file (--ckpt)")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    try:
-        hparams = {key: value for key, value in state["hyper_parameters"].items() if not key.startswith("_")}
+
+    def build(hparams: dict[str, Any], state: dict[str, Any]) -> TextToImageModule:
         cls = InpaintingModule if "mask_probabilities" in hparams else TextToImageModule
         if cls is InpaintingModule:
             # The trained weights already have 9 input channels: build the UNet from the saved ones' config.
             hparams["unet"] = _unet_config_from_state(state["state_dict"], hparams["unet"])
-        module = cls(**hparams)
-        module.load_state_dict(state["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise ValueError(f"{checkpoint}: not a checkpoint of a Stable Diffusion system ({str(exc).splitlines()[0]})") from exc
+        return cls(**hparams)
+
+    module, state = load_system(checkpoint, build, "a Stable Diffusion system")
     module.trained_steps = int(state.get("global_step", 0))
     return module
 
