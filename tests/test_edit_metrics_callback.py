@@ -14,6 +14,7 @@ from datamodules.edit_benchmark import EditBenchmarkDataModule
 from interpedit.editing import EditingMethod, IdentityEdit, OracleEdit
 from interpedit.shapes import export_benchmark
 from lightning_modules.edit_evaluation import EditEvaluationModule
+from lightning_modules.strategies import ReleasingDDPStrategy
 
 SHAPES_CLIP = str(Path(__file__).resolve().parents[1] / "pretrained/shapes_clip")
 
@@ -41,7 +42,7 @@ def test_validation_logs_the_edit_metrics(tmp_path):
 def test_validation_metrics_under_two_process_bf16_match_one_process(tmp_path):
     export_benchmark(tmp_path, 11, seed=3)
     single = validate(tmp_path, IdentityEdit(), devices=1, precision="bf16-mixed")
-    double = validate(tmp_path, IdentityEdit(), devices=2, strategy="ddp_spawn", precision="bf16-mixed")
+    double = validate(tmp_path, IdentityEdit(), devices=2, strategy=ReleasingDDPStrategy(start_method="spawn"), precision="bf16-mixed")
     assert single.keys() == double.keys() and "val/gt/ssim_edited" in single
     assert double["val/cost/seconds"] >= 0 and single["val/cost/seconds"] >= 0
     for name in single.keys() - {"val/cost/seconds"}:  # wall time differs between runs; the counts do not

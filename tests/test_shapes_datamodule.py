@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from datamodules.shapes import SceneSampler, ShapesDataModule, ShapesDataset
 from interpedit.data.regions import boxes_from_masks
 from interpedit.shapes import COLOURS, SHAPES, SIZES, SceneConfig, render, sample_scene
+from lightning_modules.strategies import ReleasingDDPStrategy
 
 
 def small_module(**overrides):
@@ -211,7 +212,7 @@ class _WriteScenes(_RecordScenes):
 def test_ddp_ranks_see_distinct_scenes_that_cover_each_epoch(tmp_path):
     module = small_module(train_scenes=16, batch_size=4)
     trainer = pl.Trainer(
-        max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_checkpointing=False,
+        max_epochs=2, accelerator="cpu", devices=2, strategy=ReleasingDDPStrategy(start_method="spawn"), logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
     )  # fmt: skip
     trainer.fit(_WriteScenes(tmp_path), datamodule=module)
