@@ -100,9 +100,30 @@ def test_edit_inpaints_every_drawn_box_in_one_call_per_step_and_returns_the_chos
         assert result.region[b, row * 8 + 4, col * 8 + 4]
 
 
+def test_the_reward_choice_picks_the_candidate_with_the_highest_edit_reward(tiny_shapes_inpainting_dir):
+    method = tiny_method(tiny_shapes_inpainting_dir, optimisation_steps=0, final_choice="reward")
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    scored = []
+    original = method.rewards
+
+    def recorded(*args):
+        scored.append(original(*args)["reward"])
+        return {"reward": scored[-1]}
+
+    method.rewards = recorded
+    with count_unet_calls(method.unet) as cost:
+        result = method.edit(images, SOURCE, TARGET)
+    assert cost.forwards == 6 * 2 * 2  # the final candidates only: the choice itself costs no UNet forward
+    assert len(scored) == 1 and scored[0].shape == (2, 3)
+    assert torch.equal(result.scores, scored[0]) and torch.equal(result.chosen, scored[0].argmax(1))
+    assert torch.equal(result.edited, result.candidates[torch.arange(2), result.chosen])
+
+
 def test_bad_settings_are_refused(tiny_shapes_inpainting_dir):
     with pytest.raises(ValueError, match="final_sizes: 'best' is not one of mode, sample"):
         tiny_method(tiny_shapes_inpainting_dir, final_sizes="best")
+    with pytest.raises(ValueError, match="final_choice: 'clip' is not one of ranking, reward"):
+        tiny_method(tiny_shapes_inpainting_dir, final_choice="clip")
     with pytest.raises(ValueError, match="draws >= 2"):
         tiny_method(tiny_shapes_inpainting_dir, draws=1)
     with pytest.raises(ValueError, match="num_anchors: 300 is more than the 8x8"):

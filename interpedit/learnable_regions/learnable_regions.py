@@ -13,8 +13,10 @@ For a batch of images, with their edit prompts (``target_prompt``) and source pr
    - ``soft_mask``: inpaint each anchor once under its expected box (the soft mask of ``soft_mask.py``), with the
      last ``backprop_steps`` sampler steps tracked, and step AnchorNet along the gradient of the differentiable
      reward of the soft composite;
-4. **the edit**: each anchor's most likely size is inpainted once more, and the paper's Eq. 7 ranking picks one
-   candidate per image (``rank_candidates``); its box is the edit region.
+4. **the edit**: each anchor's most likely size is inpainted once more, and one candidate per image is chosen
+   (``final_choice``): by the paper's Eq. 7 ranking (``rank_candidates``), or, beyond the paper, by the same reward
+   the optimisation maximised (``EditReward``), which scores the anchors as well as the sizes; the chosen
+   candidate's box is the edit region.
 
 The released code never trains AnchorNet (its gradient is cut), so its boxes are draws from a random network:
 ``LearnableRegions(optimisation_steps=0, final_sizes="sample")`` is that baseline.
@@ -44,6 +46,7 @@ from interpedit.stable_diffusion.inpainting import inpaint_images
 from interpedit.user_errors import OptionError
 
 FINAL_SIZES = ("mode", "sample")
+FINAL_CHOICES = ("ranking", "reward")
 GRADIENTS = ("reinforce", "soft_mask")
 RELEASED_PROMPT_TEMPLATE = "a high quality image of {}."
 """The released code's inpainting and CLIP prompt; the shapes world's closed vocabulary takes the prompt as is."""
@@ -77,7 +80,7 @@ class RegionEdit:
     candidate_boxes: Tensor
     """(B, P, 4) their boxes in grid units."""
     scores: Tensor
-    """(B, P) Eq. 7 scores (-inf outside the text top-k)."""
+    """(B, P) the final choice's scores: Eq. 7 (-inf outside the text top-k) or the reward."""
     chosen: Tensor
     """(B,) index of the chosen anchor."""
     history: list[dict[str, float]]
@@ -125,6 +128,10 @@ class LearnableRegions(nn.Module):
         prompt_template: ``"{}"``-template of the inpainting and CLIP prompt (None: the prompt as is).
         composite: paste the source back outside each box.
         num_views, clip_weight, directional_weight, structure_weight: the reward (``EditReward``).
+        final_choice: how one of the P final candidates is chosen: ``ranking``, the paper's Eq. 7 (CLIP text-to-image
+            plus image-to-image similarity), or ``reward``, beyond the paper: the highest ``EditReward`` (CLIP,
+            directional and structure losses over the augmented views), the objective AnchorNet was optimised for.
+            It costs no UNet forwards.
         alpha, beta, top_k: the Eq. 7 ranking.
         seed: seeds the fresh AnchorNet, the draws, the views and the inpainting noise.
         torch_dtype: dtype of the SD networks (``float16`` on a GPU), None keeps the stored one.
@@ -158,6 +165,7 @@ class LearnableRegions(nn.Module):
         clip_weight: float = 1.0,
         directional_weight: float = 1.0,
         structure_weight: float = 1.0,
+        final_choice: str = "ranking",
         alpha: float = 2.0,
         beta: float = 1.0,
         top_k: int | None = 3,
@@ -167,6 +175,9 @@ class LearnableRegions(nn.Module):
         super().__init__()
         if final_sizes not in FINAL_SIZES:
             raise OptionError(f"LearnableRegions.final_sizes: {final_sizes!r} is not one of {', '.join(FINAL_SIZES)}")
+        if final_choice not in FINAL_CHOICES:
+            raise OptionError(f"LearnableRegions.final_choice: {final_choice!r} is not one of "
+                              f"{', '.join(FINAL_CHOICES)}")
         if gradient not in GRADIENTS:
             raise OptionError(f"LearnableRegions.gradient: {gradient!r} is not one of {', '.join(GRADIENTS)}")
         if optimisation_steps < 0 or (gradient == "reinforce" and draws < 2) or num_anchors < 1 or inpainting_steps < 1:
@@ -207,6 +218,7 @@ class LearnableRegions(nn.Module):
         self.backprop_steps = backprop_steps
         self.learning_rate, self.weight_decay, self.betas = learning_rate, weight_decay, tuple(betas)
         self.final_sizes = final_sizes
+        self.final_choice = final_choice
         self.inpainting_steps = inpainting_steps
         self.guidance_scale = guidance_scale
         self.prompt_template = prompt_template
@@ -347,6 +359,17 @@ class LearnableRegions(nn.Module):
         return proposals.boxes.reshape(batch * anchors, sizes, 4).gather(
             1, chosen[..., None].expand(-1, -1, 4)).reshape(batch, anchors, 4)
 
+    @torch.no_grad()
+    def choose(self, images: Tensor, candidates: Tensor, edit_text: Tensor, source_text: Tensor,
+               generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``(scores (B, P), chosen (B,))`` over the (B, P, 3, H, W) final candidates, by ``final_choice``."""
+        if self.final_choice == "reward":
+            scores = self.rewards(images, candidates, edit_text, source_text, generator)["reward"]
+            return scores, scores.argmax(dim=1)
+        embeddings = self.reward.image_embeddings(candidates)
+        source = self.reward.image_embeddings(images)
+        return rank_candidates(embeddings, source, edit_text, self.alpha, self.beta, self.top_k)
+
     def edit(self, images: Tensor, source_prompts: Sequence[str], target_prompts: Sequence[str],
              shared_state: dict[str, Tensor] | None = None,
              callback: Callable[[dict[str, Any]], None] | None = None) -> RegionEdit:
@@ -366,10 +389,7 @@ class LearnableRegions(nn.Module):
             boxes = self.final_candidates(proposals, generator)
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
             candidates, masks = self.inpaint_boxes(images, boxes, target_prompts, proposals.grid, seed)
-            with torch.no_grad():
-                embeddings = self.reward.image_embeddings(candidates)
-                source = self.reward.image_embeddings(images)
-            scores, chosen = rank_candidates(embeddings, source, edit_text, self.alpha, self.beta, self.top_k)
+            scores, chosen = self.choose(images, candidates, edit_text, source_text, generator)
             index = torch.arange(images.shape[0], device=chosen.device)
             return RegionEdit(candidates[index, chosen], masks[index, chosen], candidates, boxes, scores, chosen,
                               history)
