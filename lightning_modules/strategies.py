@@ -25,8 +25,6 @@ class ReleasingDDPStrategy(DDPStrategy):
     is missing), so nothing else changes.
     """
 
-    strategy_name = "ddp_releasing"
-
     def teardown(self) -> None:  # noqa: D102 - Lightning hook
         super().teardown()
         if dist.is_available() and dist.is_initialized():
