@@ -31,7 +31,7 @@ from interpedit.learnable_regions.learnable_regions import LearnableRegions
 from interpedit.metrics.clip_similarity import to_uint8
 from interpedit.metrics.edit_cost import per_image_cost
 
-HISTORY_KEYS = ("reward", "clip", "directional", "structure", "entropy")
+HISTORY_KEYS = ("reward", "clip", "directional", "structure", "area", "entropy")
 
 
 def boxes_on_images(images: torch.Tensor, boxes: torch.Tensor, grid: tuple[int, int],

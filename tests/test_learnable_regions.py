@@ -48,7 +48,7 @@ def test_the_gradient_reaches_anchor_net_and_the_expected_reward_rises(tiny_shap
 
     # A known reward: the widest box pays most. It replaces the CLIP objective (which is random for random
     # networks), so that the expected reward under the policy can be computed exactly after every update.
-    def widest_pays(images, candidates, edit_text, source_text, generator):
+    def widest_pays(images, candidates, edit_text, source_text, generator, boxes, grid):
         width = method.last_boxes[..., 2] - method.last_boxes[..., 0]
         return {"reward": width.float(), "clip": width * 0, "directional": width * 0, "structure": width * 0}
 
@@ -74,6 +74,45 @@ def test_the_gradient_reaches_anchor_net_and_the_expected_reward_rises(tiny_shap
     assert len(history) == 12 and all(p.grad is not None for p in method.anchor_net.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, method.anchor_net.parameters()))
     assert curve[-1] > curve[0] + 0.3, curve  # the policy moves towards the widest boxes (3 to 5 cells)
+
+
+def test_the_area_weight_takes_the_box_share_off_the_reward_and_the_policy_shrinks_the_boxes(
+        tiny_shapes_inpainting_dir):
+    method = tiny_method(tiny_shapes_inpainting_dir, optimisation_steps=12, learning_rate=0.05, weight_decay=0.0,
+                         area_weight=2.0)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    proposals = method.propose(images)
+    sizes = proposals.boxes[..., 2] - proposals.boxes[..., 0]  # (B, P, S) box widths in cells
+
+    # An edit reward that no box changes, so that the area term alone sets the reward.
+    def indifferent(candidates, *_):
+        zero = candidates.new_zeros(candidates.shape[:2])
+        return {"clip": zero, "directional": zero, "structure": zero, "loss": zero, "reward": zero}
+
+    method.reward.forward = indifferent
+
+    def expected_width():
+        with torch.no_grad():
+            probabilities = method.size_logits(proposals).softmax(-1).reshape(sizes.shape)
+        return float((probabilities * sizes).sum(-1).mean())
+
+    steps, curve = [], [expected_width()]
+
+    def record(stats):
+        steps.append(stats)
+        curve.append(expected_width())
+
+    edit_text, source_text = method.reward.text_embeddings(TARGET), method.reward.text_embeddings(SOURCE)
+    method.optimise(images, proposals, TARGET, edit_text, source_text, torch.Generator().manual_seed(0),
+                    callback=record)
+    rows, cols = proposals.grid
+    boxes = steps[0]["boxes"]  # (B, P * K, 4) grid units
+    share = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1]) / (rows * cols)
+    torch.testing.assert_close(steps[0]["rewards"], -2.0 * share)
+    assert steps[0]["area"] == pytest.approx(float(share.mean()))
+    assert curve[-1] < curve[0] - 0.3, curve  # the policy moves towards the smallest boxes (1 cell)
+    with pytest.raises(ValueError, match="area_weight: must be >= 0, got -1"):
+        tiny_method(tiny_shapes_inpainting_dir, area_weight=-1.0)
 
 
 def test_edit_inpaints_every_drawn_box_in_one_call_per_step_and_returns_the_chosen_box(tiny_shapes_inpainting_dir):

@@ -76,3 +76,10 @@ def box_masks(boxes: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Te
     inside_y = (ys >= y1[..., None]) & (ys < y2[..., None])  # (..., H)
     inside_x = (xs >= x1[..., None]) & (xs < x2[..., None])  # (..., W)
     return inside_y[..., :, None] & inside_x[..., None, :]
+
+
+def box_area_fraction(boxes: Tensor, grid: tuple[int, int]) -> Tensor:
+    """The share of the grid each grid-unit box covers: (..., 4) -> (...) in [0, 1]."""
+    rows, cols = grid
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return ((x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)) / float(rows * cols)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from interpedit.backbones.stable_diffusion import load_stable_diffusion
 from interpedit.learnable_regions.anchor_net import AnchorNet
 from interpedit.learnable_regions.anchors import anchor_points
-from interpedit.learnable_regions.boxes import anchor_boxes, box_masks, roi_features
+from interpedit.learnable_regions.boxes import anchor_boxes, box_area_fraction, box_masks, roi_features
 from interpedit.learnable_regions.policy_gradient import draw_sizes, reinforce_loss
 from interpedit.learnable_regions.ranking import rank_candidates
 from interpedit.learnable_regions.rewards import EditReward
@@ -90,12 +90,14 @@ class RegionEdit:
 @torch.no_grad()
 def step_statistics(logits: Tensor, scored: dict[str, Tensor], candidates: Tensor, boxes: Tensor,
                     grid: tuple[int, int]) -> dict[str, Any]:
-    """An optimisation step's statistics: the mean ``reward``, ``clip``, ``directional`` and ``structure`` and the
-    policy's ``entropy`` as floats, with the (detached) ``candidates``, their ``boxes`` and ``rewards``."""
+    """An optimisation step's statistics: the mean ``reward``, ``clip``, ``directional``, ``structure`` and box
+    ``area`` and the policy's ``entropy`` as floats, with the (detached) ``candidates``, their ``boxes`` and
+    ``rewards``."""
     probabilities = logits.detach().softmax(-1)
     entropy = -(probabilities * probabilities.clamp(min=1e-12).log()).sum(-1).mean()
     stats: dict[str, Any] = {"entropy": float(entropy)}
-    stats.update({name: float(scored[name].detach().mean()) for name in ("reward", "clip", "directional", "structure")})
+    names = ("reward", "clip", "directional", "structure", "area")
+    stats.update({name: float(scored[name].detach().mean()) for name in names if name in scored})
     stats.update(candidates=candidates.detach(), boxes=boxes, rewards=scored["reward"].detach(), grid=grid)
     return stats
 
@@ -128,6 +130,10 @@ class LearnableRegions(nn.Module):
         prompt_template: ``"{}"``-template of the inpainting and CLIP prompt (None: the prompt as is).
         composite: paste the source back outside each box.
         num_views, clip_weight, directional_weight, structure_weight: the reward (``EditReward``).
+        area_weight: beyond the paper: the reward also loses ``area_weight`` times the share of the image the box
+            covers (the expected share under the soft mask), a prior for the smallest box that makes the edit.
+            0 (the default) is the paper's reward. It enters the sizes' optimisation and the ``reward`` choice,
+            not Eq. 7.
         final_choice: how one of the P final candidates is chosen: ``ranking``, the paper's Eq. 7 (CLIP text-to-image
             plus image-to-image similarity), or ``reward``, beyond the paper: the highest ``EditReward`` (CLIP,
             directional and structure losses over the augmented views), the objective AnchorNet was optimised for.
@@ -165,6 +171,7 @@ class LearnableRegions(nn.Module):
         clip_weight: float = 1.0,
         directional_weight: float = 1.0,
         structure_weight: float = 1.0,
+        area_weight: float = 0.0,
         final_choice: str = "ranking",
         alpha: float = 2.0,
         beta: float = 1.0,
@@ -186,6 +193,8 @@ class LearnableRegions(nn.Module):
         if not 0 <= backprop_steps <= inpainting_steps:
             raise OptionError(f"LearnableRegions.backprop_steps: {backprop_steps} is not in [0, inpainting_steps = "
                               f"{inpainting_steps}]")
+        if area_weight < 0:
+            raise OptionError(f"LearnableRegions.area_weight: must be >= 0, got {area_weight}")
         if prompt_template is not None and "{}" not in prompt_template:
             raise OptionError(f"LearnableRegions.prompt_template: {prompt_template!r} has no '{{}}' for the prompt")
         dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -219,6 +228,7 @@ class LearnableRegions(nn.Module):
         self.learning_rate, self.weight_decay, self.betas = learning_rate, weight_decay, tuple(betas)
         self.final_sizes = final_sizes
         self.final_choice = final_choice
+        self.area_weight = area_weight
         self.inpainting_steps = inpainting_steps
         self.guidance_scale = guidance_scale
         self.prompt_template = prompt_template
@@ -259,8 +269,18 @@ class LearnableRegions(nn.Module):
         return out.to(images.device).reshape(batch, count, *images.shape[1:]), masks
 
     def rewards(self, images: Tensor, candidates: Tensor, edit_text: Tensor, source_text: Tensor,
-                generator: torch.Generator) -> dict[str, Tensor]:
-        return self.reward(candidates, images, edit_text, source_text, generator)
+                generator: torch.Generator, boxes: Tensor, grid: tuple[int, int]) -> dict[str, Tensor]:
+        """``EditReward``'s losses of (B, K) candidates, with their (B, K, 4) boxes' ``area`` (the share of the
+        image) added and, by ``area_weight``, taken off the ``reward``."""
+        scored = self.reward(candidates, images, edit_text, source_text, generator)
+        return self.with_area(scored, box_area_fraction(boxes, grid).to(scored["reward"].device))
+
+    def with_area(self, scored: dict[str, Tensor], area: Tensor) -> dict[str, Tensor]:
+        """``scored`` with ``area`` recorded and ``area_weight * area`` added to the loss, off the reward."""
+        if self.area_weight == 0:
+            return {**scored, "area": area}
+        penalty = self.area_weight * area
+        return {**scored, "area": area, "loss": scored["loss"] + penalty, "reward": scored["reward"] - penalty}
 
     # ------------------------------------------------------------------ the method
     def soft_rewards(self, images: Tensor, candidates: Tensor, edit_text: Tensor, source_text: Tensor,
@@ -298,6 +318,7 @@ class LearnableRegions(nn.Module):
                                            backprop_steps=self.backprop_steps)
             candidates = candidates.to(images.device).reshape(batch, anchors, *images.shape[1:])
             scored = self.soft_rewards(images, candidates, edit_text, source_text, generator)
+            scored = self.with_area(scored, soft.reshape(batch, anchors, -1).float().mean(-1).to(candidates.device))
             loss = -scored["reward"].mean()
         with torch.no_grad():
             likely = probabilities.detach().argmax(-1)[:, None, None].expand(-1, 1, 4)
@@ -322,7 +343,7 @@ class LearnableRegions(nn.Module):
             1, drawn[..., None].expand(-1, -1, 4)).reshape(batch, anchors * self.draws, 4)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         candidates, _ = self.inpaint_boxes(images, boxes, prompts, proposals.grid, seed)
-        scored = self.rewards(images, candidates, edit_text, source_text, generator)
+        scored = self.rewards(images, candidates, edit_text, source_text, generator, boxes, proposals.grid)
         rewards = scored["reward"].reshape(batch * anchors, self.draws)
         with torch.enable_grad():
             loss = reinforce_loss(log_probs, rewards)
@@ -361,10 +382,11 @@ class LearnableRegions(nn.Module):
 
     @torch.no_grad()
     def choose(self, images: Tensor, candidates: Tensor, edit_text: Tensor, source_text: Tensor,
-               generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """``(scores (B, P), chosen (B,))`` over the (B, P, 3, H, W) final candidates, by ``final_choice``."""
+               generator: torch.Generator, boxes: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """``(scores (B, P), chosen (B,))`` over the (B, P, 3, H, W) final candidates and their (B, P, 4) boxes, by
+        ``final_choice``."""
         if self.final_choice == "reward":
-            scores = self.rewards(images, candidates, edit_text, source_text, generator)["reward"]
+            scores = self.rewards(images, candidates, edit_text, source_text, generator, boxes, grid)["reward"]
             return scores, scores.argmax(dim=1)
         embeddings = self.reward.image_embeddings(candidates)
         source = self.reward.image_embeddings(images)
@@ -389,7 +411,8 @@ class LearnableRegions(nn.Module):
             boxes = self.final_candidates(proposals, generator)
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
             candidates, masks = self.inpaint_boxes(images, boxes, target_prompts, proposals.grid, seed)
-            scores, chosen = self.choose(images, candidates, edit_text, source_text, generator)
+            scores, chosen = self.choose(images, candidates, edit_text, source_text, generator, boxes,
+                                         proposals.grid)
             index = torch.arange(images.shape[0], device=chosen.device)
             return RegionEdit(candidates[index, chosen], masks[index, chosen], candidates, boxes, scores, chosen,
                               history)
